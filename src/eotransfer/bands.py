@@ -177,9 +177,7 @@ def resolve_sensor(sensor: str) -> str:
     key = sensor.strip().lower()
     key = SENSOR_ALIASES.get(key, key)
     if key not in SENSORS:
-        raise BandError(
-            f"unknown sensor '{sensor}'" + did_you_mean(sensor, list(SENSORS) + list(SENSOR_ALIASES))
-        )
+        raise BandError(f"unknown sensor '{sensor}'" + did_you_mean(sensor, list(SENSORS) + list(SENSOR_ALIASES)))
     return key
 
 
@@ -209,7 +207,8 @@ def find_band(name: str, sensor: str | None = None) -> Band:
         choices = [n for pool in pools for b in pool for n in b.names()]
         raise BandError(f"unknown band '{name}'{where}" + did_you_mean(name, choices))
     raise BandError(
-        f"band name '{name}' is ambiguous{where}: " + ", ".join(b.key for b in hits)
+        f"band name '{name}' is ambiguous{where}: "
+        + ", ".join(b.key for b in hits)
         + "; prefix it with the sensor, e.g. 'sentinel2-l1c:B04'"
     )
 

@@ -54,6 +54,16 @@ class EODataset(Dataset[dict[str, Any]]):
         self.sources: list[str] = []
         self.root: Path = Path(".")
         self.transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._select: np.ndarray | None = None
+        self._all_bands: BandSet | None = None
+
+    def select_bands(self, names: Sequence[str]) -> None:
+        """Keep only the named bands, in the order given (``--use-bands``)."""
+        full = self._all_bands or self.bands
+        chosen = full.subset(names)
+        self._select = np.asarray([full.index(b.key) for b in chosen], dtype=np.int64)
+        self._all_bands = full
+        self.bands = chosen
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -65,11 +75,14 @@ class EODataset(Dataset[dict[str, Any]]):
     def checked_read(self, index: int) -> np.ndarray:
         """:meth:`read` with the band count and nodata policy enforced."""
         arr = self.read(index)
-        if arr.ndim != 3 or arr.shape[0] != len(self.bands):
+        expected = self._all_bands if self._all_bands is not None else self.bands
+        if arr.ndim != 3 or arr.shape[0] != len(expected):
             raise DataError(
                 f"{self.sources[index]}: has {arr.shape[0] if arr.ndim == 3 else '?'} bands but the data set "
-                f"declares {len(self.bands)} ({self.bands.describe()}); check --bands or remove the file"
+                f"declares {len(expected)} ({expected.describe()}); check --bands or remove the file"
             )
+        if self._select is not None:
+            arr = arr[self._select]
         if self.nodata == "error" and np.isnan(arr).any():
             frac = float(np.isnan(arr).mean())
             raise DataError(
@@ -88,7 +101,10 @@ class EODataset(Dataset[dict[str, Any]]):
     def lonlat(self) -> np.ndarray:
         """N×2 array of lon/lat (NaN where unknown)."""
         return np.array(
-            [[np.nan if loc.lon is None else loc.lon, np.nan if loc.lat is None else loc.lat] for loc in self.locations],
+            [
+                [np.nan if loc.lon is None else loc.lon, np.nan if loc.lat is None else loc.lat]
+                for loc in self.locations
+            ],
             dtype=np.float64,
         ).reshape(-1, 2)
 
@@ -117,7 +133,7 @@ class EODataset(Dataset[dict[str, Any]]):
 class Subset(Dataset[dict[str, Any]]):
     """A view on some samples of an :class:`EODataset`, keeping its metadata."""
 
-    def __init__(self, dataset: EODataset, indices: Sequence[int]) -> None:
+    def __init__(self, dataset: EODataset, indices: Sequence[int] | np.ndarray) -> None:
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
 
@@ -162,12 +178,14 @@ def open_dataset(path: str | Path, format: str | None = None, **kwargs: Any) -> 
             format = "xbd"
         elif p.is_file() and kwargs.get("vector"):
             format = "raster-vector"
+        elif p.is_dir() and any(next((d for d in sorted(p.iterdir()) if d.is_dir()), p).glob("*_labels_metadata.json")):
+            format = "bigearthnet"
         elif p.is_dir():
             format = "folder"
         else:
             raise DataError(f"{p}: cannot tell the data format; pass --format ({', '.join(sorted(FORMATS))})")
     if format not in FORMATS:
         raise ConfigError(f"--format: unknown data format '{format}'" + did_you_mean(format, FORMATS))
-    ds = FORMATS[format](p, **kwargs)
+    ds = FORMATS[format](p, **kwargs)  # type: ignore[arg-type]
     ds.check_classes()
     return ds

@@ -79,9 +79,7 @@ def _overlap_or_near(a: Band, b: Band, tolerance_nm: float) -> bool:
     return overlap or abs(a.wavelength_nm - b.wavelength_nm) <= tolerance_nm
 
 
-def map_bands(
-    source: BandSet, target: BandSet, policy: str | None = None, tolerance_nm: float = 30.0
-) -> BandMapping:
+def map_bands(source: BandSet, target: BandSet, policy: str | None = None, tolerance_nm: float = 30.0) -> BandMapping:
     """Match every band of ``target`` to a band of ``source`` (see the module docstring)."""
     if policy is not None and policy not in POLICIES:
         raise BandError(f"--band-policy: unknown policy '{policy}'; choose one of {', '.join(POLICIES)}")

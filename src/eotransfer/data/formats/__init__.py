@@ -1,3 +1,3 @@
 """Dataset formats; importing this package registers every one of them."""
 
-from eotransfer.data.formats import folder  # noqa: F401
+from eotransfer.data.formats import bigearthnet, folder, raster_vector, xbd  # noqa: F401

@@ -16,7 +16,14 @@ import numpy as np
 
 from eotransfer.bands import BandSet
 from eotransfer.data.base import EODataset, Location, register_format
-from eotransfer.data.io import ALL_SUFFIXES, IMAGE_SUFFIXES, parse_lonlat_name, raster_info, read_pixels, to_lonlat
+from eotransfer.data.io import (
+    ALL_SUFFIXES,
+    IMAGE_SUFFIXES,
+    parse_lonlat_name,
+    raster_info,
+    read_pixels,
+    to_lonlat,
+)
 from eotransfer.errors import BandError, DataError, EOTransferError
 
 
@@ -77,7 +84,9 @@ class ClassFolderDataset(EODataset):
         first = raster_info(files[0])
         is_image = files[0].suffix.lower() in IMAGE_SUFFIXES
         self.bands = (
-            BandSet.parse(bands) if bands is not None else infer_bandset(first.descriptions, first.count, is_image, files[0])
+            BandSet.parse(bands)
+            if bands is not None
+            else infer_bandset(first.descriptions, first.count, is_image, files[0])
         )
         if first.count != len(self.bands):
             raise DataError(

@@ -1,0 +1,277 @@
+"""The Python API: ``fit``, ``evaluate``, ``predict``.  The CLI is generated from the same dataclasses.
+
+>>> import eotransfer
+>>> result = eotransfer.fit("data/eurosat-ms", bands="eurosat-ms", strategy="finetune",
+...                         labels_per_class=10, out="models/eurosat")        # doctest: +SKIP
+>>> result.metrics["test"]["overall_accuracy"]                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eotransfer.data.base import EODataset, Subset, open_dataset
+from eotransfer.data.normalization import Normalizer
+from eotransfer.data.splits import SPLIT_KINDS, Split, make_split, restrict_to_k_per_class
+from eotransfer.engine.checkpoint import config_hash
+from eotransfer.engine.loop import Engine, EngineConfig
+from eotransfer.engine.metrics import classification_metrics
+from eotransfer.errors import ConfigError
+from eotransfer.strategies.base import get_strategy, make_params, param, validate_params
+
+
+@dataclass
+class FitConfig:
+    """Everything ``fit`` needs besides the strategy's own parameters (CLI options and YAML keys)."""
+
+    data: str = param("", "data set: a folder of class folders, an xBD folder, or a raster (with --vector)")
+    strategy: str = param("finetune", "transfer strategy (see `eotransfer strategies`)")
+    backbone: str = param("resnet18", "backbone architecture (see `eotransfer backbones`)")
+    weights: str | None = param(None, "pre-trained weights: a path, a TorchGeo name, 'imagenet', or none")
+    band_policy: str | None = param(
+        None, "unmatched bands: zero | mean | random (default: error)", choices=(None, "zero", "mean", "random")
+    )
+    bands: str | None = param(None, "the data's bands, e.g. eurosat-ms, sentinel2-l2a, landsat8:B2,B3,B4")
+    use_bands: str | None = param(None, "train on these bands only, comma-separated (e.g. B02,B03,B04)")
+    format: str | None = param(None, "data format (folder, xbd, raster-vector, bigearthnet); detected if omitted")
+    vector: str | None = param(None, "labelled polygons/points (GeoPackage/GeoJSON) for a raster")
+    label_field: str = param("name", "attribute of --vector holding the class")
+    patch_size: int | None = param(None, "patch/chip size for xBD and raster-vector data", 8, 4096)
+    scale: float = param(1.0, "multiply raw pixel values by this (e.g. DN → reflectance)")
+    offset: float = param(0.0, "then add this")
+    nodata: str = param("error", "NaN/nodata pixels: error | mask", choices=("error", "mask"))
+    normalization: str = param(
+        "standard", "per-band normalisation: standard | percentile", choices=("standard", "percentile")
+    )
+    split: str = param("stratified", "split: " + " | ".join(SPLIT_KINDS), choices=SPLIT_KINDS)
+    labels_per_class: int | None = param(None, "labelled training samples per class (few-shot); rest is test", 1, 10**7)
+    val_per_class: int = param(1, "validation samples per class with --labels-per-class (0 = none)", 0, 10**6)
+    test_fraction: float = param(0.3, "test fraction (stratified and spatial splits)", 0.01, 0.99)
+    val_fraction: float = param(0.1, "validation fraction of the training side", 0.0, 0.9)
+    block_deg: float = param(1.0, "block size in degrees for --split lonlat-block", 1e-6, 180.0)
+    seed: int = param(0, "random seed (split, initialisation, shuffling)", 0, 2**31 - 1)
+    out: str | None = param(None, "model directory to write (atomically)")
+    resume: bool = param(False, "resume from the last checkpoint in --out")
+    accelerator: str = param("auto", "cpu | cuda | auto")
+    devices: int = param(1, "number of devices (DDP when > 1)", 1, 1024)
+    progress: bool = param(True, "show progress bars")
+    verbose: bool = param(True, "print the band mapping and the metrics")
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the trained network, its card, metrics and history."""
+
+    model: torch.nn.Module
+    card: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    split: Split
+    out: Path | None = None
+    seconds: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+DATA_KEYS = ("bands", "format", "vector", "label_field", "patch_size", "scale", "offset", "nodata")
+
+
+def load_data(cfg: Any) -> EODataset:
+    """Open ``cfg.data`` with the data options of a config (shared by fit, evaluate and the CLI)."""
+    kwargs = {k: getattr(cfg, k) for k in DATA_KEYS if getattr(cfg, k, None) is not None}
+    if "patch_size" in kwargs:
+        kwargs["chip_size"] = kwargs["patch_size"]
+    fmt = kwargs.pop("format", None)
+    ds = open_dataset(cfg.data, format=fmt, **kwargs)
+    if getattr(cfg, "use_bands", None):
+        ds.select_bands([b.strip() for b in cfg.use_bands.split(",") if b.strip()])
+    return ds
+
+
+def make_fit_split(cfg: FitConfig, ds: EODataset) -> Split:
+    if cfg.split == "k-per-class" or (cfg.split == "stratified" and cfg.labels_per_class):
+        if not cfg.labels_per_class:
+            raise ConfigError("--split k-per-class needs --labels-per-class")
+        return make_split("k-per-class", ds.labels, seed=cfg.seed, k=cfg.labels_per_class,
+                          val_per_class=cfg.val_per_class, classes=ds.classes)  # fmt: skip
+    split = make_split(cfg.split, ds.labels, ds.lonlat(), seed=cfg.seed, test_fraction=cfg.test_fraction,
+                       val_fraction=cfg.val_fraction, block_deg=cfg.block_deg)  # fmt: skip
+    if cfg.labels_per_class:
+        split = restrict_to_k_per_class(split, ds.labels, cfg.labels_per_class, cfg.seed, ds.classes)
+    return split
+
+
+def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | None = None, **options: Any) -> FitResult:
+    """Adapt a backbone to a labelled data set with one strategy; evaluate; optionally save.
+
+    ``options`` are :class:`FitConfig` fields; ``strategy_params`` (or any other keyword) are the
+    strategy's own parameters.  ``data`` may be an already opened :class:`EODataset`.
+    """
+    from eotransfer.models.backbones import create_backbone
+    from eotransfer.models.model import EOClassifier
+
+    t0 = time.perf_counter()
+    fit_fields = {f.name for f in dataclasses.fields(FitConfig)}
+    sparams = dict(strategy_params or {})
+    sparams.update({k: v for k, v in options.items() if k not in fit_fields})
+    cfg = FitConfig(**{k: v for k, v in options.items() if k in fit_fields})
+    ds = data if isinstance(data, EODataset) else None
+    if ds is None:
+        cfg.data = str(data or cfg.data)
+    validate_params(cfg)
+    strategy_cls = get_strategy(cfg.strategy)
+    strategy = strategy_cls(make_params(strategy_cls, sparams))
+    if ds is None:
+        ds = load_data(cfg)
+    split = make_fit_split(cfg, ds)
+    normalizer = Normalizer.fit(ds.checked_read, split.train, ds.bands, cfg.normalization, seed=cfg.seed)
+    img_size = int(ds.checked_read(int(split.train[0])).shape[-1])
+    backbone = create_backbone(cfg.backbone, ds.bands, cfg.weights, cfg.band_policy, img_size, cfg.seed, cfg.verbose)
+    model = EOClassifier(backbone.module, backbone.num_features, len(ds.classes), len(ds.bands))
+    torch.manual_seed(cfg.seed)
+    model.head.reset_parameters()
+    model.normalize.set_from(normalizer)
+
+    out = Path(cfg.out) if cfg.out else None
+    settings = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in ("out", "resume", "progress", "verbose", "accelerator", "devices")
+    }
+    chash = config_hash({"fit": settings, "strategy": dataclasses.asdict(strategy.params)})
+    ckpt_dir = out.with_name(f".{out.name}.checkpoints") if out else None
+    engine = Engine(EngineConfig(seed=cfg.seed, accelerator=cfg.accelerator, devices=cfg.devices, checkpoint_dir=ckpt_dir,
+                                 resume=cfg.resume, config_hash=chash, progress=cfg.progress))  # fmt: skip
+    train, val, test = Subset(ds, split.train), Subset(ds, split.val), Subset(ds, split.test)
+    history = engine.fit(model, strategy, train, val if len(split.val) else None)
+
+    metrics: dict[str, Any] = {}
+    for name, subset in (("test", test), ("val", val)):
+        if len(subset):
+            logits, y = engine.predict_logits(model, subset)
+            metrics[name] = classification_metrics(y.numpy(), logits.argmax(1).numpy(), ds.classes)
+    card = {
+        "name": out.name if out else f"{cfg.strategy}-{cfg.backbone}",
+        "arch": cfg.backbone,
+        "num_features": backbone.num_features,
+        "img_size": img_size,
+        "bands": ds.bands.to_list(),
+        "band_mapping": backbone.mapping.to_dict() if backbone.mapping else None,
+        "weights": backbone.weights,
+        "normalization": normalizer.to_dict(),
+        "classes": ds.classes,
+        "strategy": {"name": strategy.name, "params": dataclasses.asdict(strategy.params)},
+        "fit": settings,
+        "data": {**ds.provenance(), "scale": cfg.scale, "offset": cfg.offset, "split": split.to_dict()},
+        "metrics": metrics,
+        "training": {
+            "epochs_run": len(history),
+            "device": str(engine.fabric.device),
+            "seconds": round(time.perf_counter() - t0, 2),
+        },
+    }
+    if out is not None:
+        from eotransfer.card import save_model
+
+        save_model(
+            out, model, card, extra={"history.csv": history_csv(history), "metrics.json": json.dumps(metrics, indent=2)}
+        )
+        if ckpt_dir is not None and ckpt_dir.exists():
+            import shutil
+
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if cfg.verbose and "test" in metrics:
+        from eotransfer.engine.metrics import metrics_table
+
+        print(metrics_table(metrics["test"]))
+    return FitResult(model, card, metrics, history, split, out, time.perf_counter() - t0)
+
+
+def history_csv(history: list[dict[str, Any]]) -> str:
+    keys = ["phase", "epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(history)
+    return buf.getvalue()
+
+
+def evaluate(model_dir: str | Path, data: str | Path | EODataset, **options: Any) -> dict[str, Any]:
+    """Score a saved model on a labelled data set (all of it, or the test side of ``split``).
+
+    ``options``: the data options of :class:`FitConfig` (``bands``, ``format``, ``nodata`` ...)
+    and optionally ``split``/``seed``/``test_fraction``/``block_deg`` to score only the test side.
+    """
+    from eotransfer.card import load_model
+
+    saved = load_model(model_dir)
+    cfg = FitConfig(**{k: v for k, v in options.items() if k in {f.name for f in dataclasses.fields(FitConfig)}})
+    if isinstance(data, EODataset):
+        ds = data
+    else:
+        cfg.data = str(data)
+        if cfg.bands is None:
+            cfg.bands = ",".join(saved.bands.keys) if options.get("use_bands") is None else None
+        ds = load_data(cfg)
+    _check_classes_and_bands(saved.classes, saved.bands.keys, ds)
+    indices = np.arange(len(ds)) if "split" not in options else make_fit_split(cfg, ds).test
+    sub = Subset(ds, indices)
+    images = np.stack([sub[i]["image"].numpy() for i in range(len(sub))])
+    probs = saved.predict_proba(images)
+    label_map = np.array([saved.classes.index(c) for c in ds.classes])
+    return classification_metrics(label_map[ds.labels[indices]], probs.argmax(1), saved.classes)
+
+
+def _check_classes_and_bands(model_classes: list[str], model_bands: list[str], ds: EODataset) -> None:
+    unknown = [c for c in ds.classes if c not in model_classes]
+    if unknown:
+        raise ConfigError(
+            f"data classes {', '.join(unknown)} are unknown to the model (it knows {', '.join(model_classes)})"
+        )
+    if ds.bands.keys != model_bands:
+        raise ConfigError(
+            f"data bands {ds.bands.describe()} differ from the model's {','.join(model_bands)}; pass --bands/--use-bands "
+            "to give the model's bands in its order"
+        )
+
+
+def predict(model_dir: str | Path, source: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
+    """Predict a raster (GeoTIFF → class map + PNG preview) or a folder of patches (→ CSV of probabilities)."""
+    from eotransfer.card import atomic_write_text, load_model
+
+    saved = load_model(model_dir)
+    src = Path(source)
+    if src.is_file() and src.suffix.lower() in (".tif", ".tiff"):
+        from eotransfer.predict.raster import predict_raster
+
+        band_indices = options.get("band_indices")
+        preview = Path(out).with_suffix(".png")
+        return predict_raster(
+            src, saved.predict_proba, out, saved.classes, int(saved.card["img_size"]),
+            band_indices=band_indices, overlap=float(options.get("overlap", 0.5)),
+            scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)),
+            preview_png=preview, progress=bool(options.get("progress", True)),
+        )  # fmt: skip
+    cfg = FitConfig(data=str(src), bands=",".join(saved.bands.keys), nodata=options.get("nodata", "error"),
+                    format=options.get("format"), scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)))  # fmt: skip
+    ds = load_data(cfg)
+    rows = ["file," + ",".join(["predicted", *[f"p_{c}" for c in saved.classes]])]
+    counts: dict[str, int] = {}
+    for s in range(0, len(ds), 256):
+        idx = range(s, min(s + 256, len(ds)))
+        probs = saved.predict_proba(np.stack([ds[i]["image"].numpy() for i in idx]))
+        for i, p in zip(idx, probs, strict=True):
+            cls = saved.classes[int(p.argmax())]
+            counts[cls] = counts.get(cls, 0) + 1
+            rows.append(f"{ds.sources[i]},{cls}," + ",".join(f"{v:.5f}" for v in p))
+    atomic_write_text(Path(out), "\n".join(rows) + "\n")
+    return {"path": str(out), "n": len(ds), "predicted": counts}

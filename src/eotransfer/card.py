@@ -1,0 +1,200 @@
+"""The saved model: a directory with ``weights.safetensors`` and a model card (JSON + Markdown).
+
+The card holds everything a saved model knows about itself (Mitchell et al. 2019, "Model Cards
+for Model Reporting"): architecture, bands and their mapping from the pre-trained weights,
+normalisation, classes, strategy and hyperparameters, data provenance and evaluation metrics.
+Directories are written to a temporary sibling and renamed into place, so a crash never leaves a
+half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from eotransfer import __version__
+from eotransfer.bands import BandSet
+from eotransfer.errors import DataError, WeightError
+from eotransfer.models.weights import CARD_FILE, WEIGHT_FILE
+
+CARD_MD = "card.md"
+
+
+def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_dir)`` then move ``tmp_dir`` onto ``target`` (replacing an older one)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        write(tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """A readable rendering of the card."""
+    lines = [f"# Model card: {card.get('name', 'eotransfer model')}", ""]
+    lines += [
+        f"- **architecture**: {card['arch']} ({card.get('num_features')} features), input {card.get('img_size')} px"
+    ]
+    lines += [
+        f"- **strategy**: {card['strategy']['name']} — "
+        + ", ".join(f"{k}={_fmt(v)}" for k, v in card["strategy"]["params"].items())
+    ]
+    lines += [
+        f"- **weights**: {json.dumps(card.get('weights', {}).get('source', 'none'))} {card.get('weights', {}).get('name', '') or card.get('weights', {}).get('path', '')}"
+    ]
+    lines += [
+        f"- **classes**: {', '.join(card['classes'])}",
+        f"- **created**: {card.get('created')} with eotransfer {card.get('eotransfer_version')}",
+        "",
+    ]
+    lines += [
+        "## Bands (input order) and normalisation",
+        "",
+        "| # | band | λ nm | centre | scale |",
+        "|---|---|---|---|---|",
+    ]
+    norm = card["normalization"]
+    center = norm["mean"] if norm.get("method", "standard") == "standard" else norm["p02"]
+    scale = (
+        norm["std"]
+        if norm.get("method", "standard") == "standard"
+        else [b - a for a, b in zip(norm["p02"], norm["p98"], strict=True)]
+    )
+    for i, b in enumerate(card["bands"]):
+        lines.append(
+            f"| {i} | {b['sensor']}:{b['name']} ({b['common_name']}) | {b['wavelength_nm']:.0f} | {center[i]:.4g} | {scale[i]:.4g} |"
+        )
+    if card.get("band_mapping"):
+        lines += [
+            "",
+            "## Band mapping from the pre-trained weights",
+            "",
+            "| data band | weight band | how |",
+            "|---|---|---|",
+        ]
+        for m in card["band_mapping"]["matches"]:
+            lines.append(f"| {m['target']} | {m['source'] or '—'} | {m['method']} |")
+    data = card.get("data", {})
+    lines += ["", "## Data", "", "```json", json.dumps(data, indent=1, default=str)[:3000], "```"]
+    metrics = card.get("metrics", {})
+    if metrics:
+        lines += ["", "## Evaluation", ""]
+        for split_name, m in metrics.items():
+            if isinstance(m, dict) and "overall_accuracy" in m:
+                lines.append(
+                    f"- **{split_name}**: overall accuracy {m['overall_accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f} (n={m['n']})"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def save_model(target: Path, model: torch.nn.Module, card: dict[str, Any], extra: dict[str, str] | None = None) -> Path:
+    """Write the model directory atomically: weights, card.json, card.md and any extra text files."""
+    card = {
+        "kind": "eotransfer-model",
+        "eotransfer_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **card,
+    }
+
+    def write(tmp: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHT_FILE))
+        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=str))
+        (tmp / CARD_MD).write_text(render_markdown(card))
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
+
+    return atomic_write_dir(Path(target), write)
+
+
+@dataclass
+class SavedModel:
+    """A loaded model directory: the network and its card."""
+
+    network: torch.nn.Module
+    card: dict[str, Any]
+    path: Path
+
+    @property
+    def bands(self) -> BandSet:
+        return BandSet.from_list(self.card["bands"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card["classes"])
+
+    @torch.no_grad()
+    def predict_proba(self, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        """Class probabilities for raw images N×C×H×W in the card's band order (NaN = masked)."""
+        if images.ndim != 4 or images.shape[1] != len(self.card["bands"]):
+            raise DataError(
+                f"input has shape {images.shape}; the model expects N×{len(self.card['bands'])}×H×W in band order "
+                f"{', '.join(b['name'] for b in self.card['bands'])}"
+            )
+        self.network.eval()
+        out = []
+        for s in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size], dtype=np.float32))
+            out.append(torch.softmax(self.network(x), dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
+
+
+def load_model(path: str | Path) -> SavedModel:
+    """Load a model directory written by :func:`save_model` (safetensors only: nothing is unpickled)."""
+    from eotransfer.models.backbones import build_network, get_architecture
+    from eotransfer.models.model import EOClassifier
+
+    p = Path(path)
+    card_path = p / CARD_FILE
+    if not card_path.is_file() or not (p / WEIGHT_FILE).is_file():
+        raise WeightError(f"{p}: not an eotransfer model directory (needs {WEIGHT_FILE} and {CARD_FILE})")
+    card = json.loads(card_path.read_text())
+    arch = get_architecture(card["arch"])
+    n_bands = len(card["bands"])
+    net = EOClassifier(
+        build_network(arch, n_bands, card.get("img_size")), int(card["num_features"]), len(card["classes"]), n_bands
+    )
+    state = load_file(str(p / WEIGHT_FILE))
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightError(
+            f"{p}: weights do not match the card's architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    net.eval()
+    return SavedModel(net, card, p)

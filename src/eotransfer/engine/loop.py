@@ -1,0 +1,223 @@
+"""The one training loop every strategy runs on.
+
+Built on Lightning Fabric so that the same loop runs on the CPU, one GPU (bf16 autocast,
+channels_last) or several GPUs by DDP, while the loop itself stays readable here.  Shuffling and
+augmentation draw from generators seeded by (seed, phase, epoch), so a run resumed from its last
+epoch checkpoint reaches the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from eotransfer.engine.checkpoint import atomic_torch_save, load_checkpoint
+from eotransfer.strategies.base import Phase, Strategy
+
+CHECKPOINT_NAME = "last.ckpt"
+
+
+@dataclass
+class EngineConfig:
+    """Where and how to run; none of it changes the result on the CPU."""
+
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str | None = None  # None: bf16-mixed on GPU, 32-true on CPU
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    config_hash: str = ""
+    progress: bool = True
+    num_workers: int = 0
+    eval_batch_size: int = 128
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random flips and 90° rotations per sample: the dihedral group, valid for overhead imagery."""
+    ops = torch.randint(0, 8, (x.shape[0],), generator=gen)
+    out = x.clone()
+    for op in range(1, 8):
+        sel = ops == op
+        if sel.any():
+            y = torch.rot90(x[sel], op % 4, dims=(-2, -1))
+            out[sel] = torch.flip(y, dims=(-1,)) if op >= 4 else y
+    return out
+
+
+def _epoch_generator(seed: int, phase: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, phase, epoch]).generate_state(1)[0]))
+
+
+class Engine:
+    """Runs a strategy's phases on a model; knows no strategy by name."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        from lightning.fabric import Fabric
+
+        self.cfg = config
+        cuda = torch.cuda.is_available() and config.accelerator in ("auto", "cuda", "gpu")
+        precision = config.precision or ("bf16-mixed" if cuda else "32-true")
+        self.fabric = Fabric(accelerator=config.accelerator, devices=config.devices, precision=precision)  # type: ignore[arg-type]
+        self.fabric.launch()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _loader(self, ds: Dataset[Any], indices: np.ndarray | None, batch_size: int) -> DataLoader[Any]:
+        from torch.utils.data import Subset
+
+        view = Subset(ds, indices.tolist()) if indices is not None else ds
+        return DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=self.cfg.num_workers)
+
+    @torch.no_grad()
+    def _forward_all(self, fn: Any, ds: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        outs, labels = [], []
+        for batch in self._loader(ds, None, self.cfg.eval_batch_size):
+            x = batch["image"].to(self.fabric.device)
+            with self.fabric.autocast():
+                outs.append(fn(x).float().cpu())
+            labels.append(batch["label"])
+        return torch.cat(outs), torch.cat(labels)
+
+    def predict_logits(self, model: nn.Module, ds: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels of every sample of ``ds`` (model in eval mode)."""
+        model.eval()
+        model.to(self.fabric.device)
+        return self._forward_all(model, ds)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(
+        self, model: nn.Module, strategy: Strategy, train: Dataset[Any], val: Dataset[Any] | None
+    ) -> list[dict[str, Any]]:
+        """Train ``model`` through every phase of ``strategy``; returns the per-epoch history."""
+        cfg = self.cfg
+        model.to(self.fabric.device)
+        if self.fabric.device.type == "cuda":
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        phases = strategy.phases(model)
+        ckpt_path = cfg.checkpoint_dir / CHECKPOINT_NAME if cfg.checkpoint_dir else None
+        state: dict[str, Any] = {"phase": 0, "epoch": -1, "history": []}
+        if cfg.resume and ckpt_path is not None:
+            state = load_checkpoint(ckpt_path, cfg.config_hash)
+            model.load_state_dict(state["model"])
+        history: list[dict[str, Any]] = list(state["history"])
+        for pi, phase in enumerate(phases):
+            if pi < state["phase"]:
+                continue
+            start_epoch = state["epoch"] + 1 if pi == state["phase"] else 0
+            resumed = state if (pi == state["phase"] and start_epoch > 0) else None
+            self._run_phase(model, strategy, pi, phase, train, val, start_epoch, resumed, history, ckpt_path)
+            state = {"phase": pi + 1, "epoch": -1, "history": history}
+        return history
+
+    def _run_phase(
+        self, model: nn.Module, strategy: Strategy, pi: int, phase: Phase, train: Dataset[Any],
+        val: Dataset[Any] | None, start_epoch: int, resumed: dict[str, Any] | None,
+        history: list[dict[str, Any]], ckpt_path: Path | None,
+    ) -> None:  # fmt: skip
+        cfg, fabric = self.cfg, self.fabric
+        trainable = {id(p) for g in phase.param_groups for p in g["params"]}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in trainable)
+        base_lrs = [g["lr"] for g in phase.param_groups]
+        optimizer = torch.optim.AdamW(
+            [{"params": g["params"], "lr": g["lr"]} for g in phase.param_groups],
+            weight_decay=strategy.params.weight_decay,
+        )
+        head: nn.Module = model.head  # type: ignore[assignment]
+        feats_train = feats_val = None
+        if phase.frozen_backbone:
+            model.eval()
+            feats_train, y_train = self._forward_all(model.features, train)  # type: ignore[operator]
+            if val is not None and len(val):  # type: ignore[arg-type]
+                feats_val, _ = self._forward_all(model.features, val)  # type: ignore[operator]
+        best_score: tuple[float, float] = (-math.inf, -math.inf)
+        best_state = copy.deepcopy(model.state_dict())
+        bad_epochs = 0
+        if resumed is not None:
+            optimizer.load_state_dict(resumed["optimizer"])
+            best_score = tuple(resumed["best_score"])  # type: ignore[assignment]
+            best_state = resumed["best_state"]
+            bad_epochs = int(resumed["bad_epochs"])
+        n = len(train)  # type: ignore[arg-type]
+        bar = tqdm(range(start_epoch, phase.epochs), desc=f"{strategy.name}:{phase.name}", disable=not cfg.progress,
+                   leave=False, dynamic_ncols=True)  # fmt: skip
+        for epoch in bar:
+            t0 = time.perf_counter()
+            for g, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                g["lr"] = base * 0.5 * (1 + math.cos(math.pi * epoch / phase.epochs))
+            gen = _epoch_generator(cfg.seed, pi, epoch)
+            order = torch.randperm(n, generator=gen).numpy()
+            order = order[fabric.global_rank :: fabric.world_size]
+            batch_size = strategy.params.batch_size
+            losses = []
+            if feats_train is not None:
+                head.train()
+                for s in range(0, len(order), batch_size):
+                    idx = torch.from_numpy(order[s : s + batch_size])
+                    x, y = feats_train[idx].to(fabric.device), y_train[idx].to(fabric.device)
+                    with fabric.autocast():
+                        loss = strategy.loss(model, head(x), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    fabric.backward(loss)
+                    optimizer.step()
+                    losses.append(float(loss))
+            else:
+                model.train()
+                for batch in self._loader(train, order, batch_size):
+                    x, y = batch["image"], batch["label"]
+                    if phase.augment:
+                        x = augment_batch(x, gen)
+                    x, y = x.to(fabric.device), y.to(fabric.device)
+                    if len(y) < 2 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+                        continue  # BatchNorm cannot train on a single sample
+                    with fabric.autocast():
+                        loss = strategy.loss(model, model(x), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    fabric.backward(loss)
+                    optimizer.step()
+                    losses.append(float(loss))
+            row: dict[str, Any] = {"phase": phase.name, "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                                   "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
+            if val is not None and len(val):  # type: ignore[arg-type]
+                if feats_val is not None:
+                    head.eval()
+                    with torch.no_grad():
+                        logits = head(feats_val.to(fabric.device)).float().cpu()
+                    yv = torch.as_tensor(np.asarray(val.labels))  # type: ignore[attr-defined]
+                else:
+                    logits, yv = self.predict_logits(model, val)
+                row["val_loss"] = float(nn.functional.cross_entropy(logits, yv))
+                row["val_accuracy"] = float((logits.argmax(1) == yv).float().mean())
+                score = (row["val_accuracy"], -row["val_loss"])
+                if score > best_score:
+                    best_score, bad_epochs = score, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad_epochs += 1
+            else:
+                best_state = model.state_dict()
+            row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_accuracy")})
+            stop = strategy.params.patience and bad_epochs >= strategy.params.patience
+            if ckpt_path is not None and fabric.is_global_zero:
+                atomic_torch_save(
+                    {"config_hash": cfg.config_hash, "phase": pi, "epoch": epoch if not stop else phase.epochs - 1,
+                     "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_score": list(best_score),
+                     "best_state": best_state, "bad_epochs": bad_epochs, "history": history},
+                    ckpt_path,
+                )  # fmt: skip
+            if stop:
+                break
+        bar.close()
+        model.load_state_dict(best_state)

@@ -1,0 +1,536 @@
+"""Sliding-window prediction of a raster of any size into a georeferenced class map.
+
+A patch classifier (``N×C×h×w`` pixels in, ``N×K`` class probabilities out) is slid over the raster
+with a stride of ``max(1, round(patch_size * (1 - overlap)))``; a last window is aligned to the right
+and bottom edges so that every pixel is covered.  Each window's probability vector is blended into
+the pixels it covers with a separable triangular weight that is positive everywhere inside the
+window, and every pixel receives ``sum(w·p) / sum(w)`` over the windows that cover it.
+
+:func:`predict_raster` produces its output block by block: for each ``block_size`` block it reads
+only the input pixels under the windows that touch the block, predicts the windows not predicted
+yet (each window's K-vector is kept while its row of windows can still touch a later block, so no
+window goes to the predictor twice), blends them into the block and writes the block.  Peak memory
+thus depends on ``block_size``, ``patch_size`` and ``batch_size``, not on the raster's size (the
+probability cache holds K floats per window of one block row).  :func:`predict_array` runs the very
+same window, weight and blending code on an in-memory array.
+
+Pixels that are nodata (NaN, the raster's nodata value or masked) in every band fed to the model
+are nodata in the output, and windows made only of such pixels are never sent to the predictor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from eotransfer.errors import ConfigError, DataError
+
+#: float32 N×C×h×w raw pixel values (NaN = nodata) → float32 N×K class probabilities.
+PatchPredictor = Callable[[np.ndarray], np.ndarray]
+
+#: Value of the class band (and of the probability bands) where the input has no data.
+NODATA = 255
+#: Longest side, in pixels, of the class map drawn in the PNG preview (larger maps are decimated).
+PREVIEW_MAX_SIDE = 1024
+
+_Key = tuple[int, int]  # (row, col) of a window's top-left pixel
+_Rect = tuple[int, int, int, int]  # row0, row1, col0, col1 (half-open)
+_Reader = Callable[[_Rect], np.ndarray]  # rect -> float32 C×h×w with NaN for nodata
+
+
+# --------------------------------------------------------------------------- windows and blending
+
+
+def _starts(length: int, patch: int, stride: int) -> np.ndarray:
+    """Window starts along one axis: every ``stride``, plus one aligned to the far edge."""
+    starts = list(range(0, length - patch + 1, stride))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return np.asarray(starts, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Tiling:
+    """The windows that tile an image, and the weight each window blends with."""
+
+    height: int
+    width: int
+    patch: int
+    stride: int
+    row_starts: np.ndarray
+    col_starts: np.ndarray
+    weight: np.ndarray  # patch×patch float32, > 0 everywhere
+
+    @classmethod
+    def build(cls, height: int, width: int, patch: int, overlap: float) -> _Tiling:
+        stride = max(1, round(patch * (1.0 - overlap)))
+        # Triangular ramp sampled at pixel centres: in (0, 1], highest at the centre.
+        ramp = 1.0 - np.abs((np.arange(patch) + 0.5) * (2.0 / patch) - 1.0)
+        weight = np.outer(ramp, ramp).astype(np.float32)
+        return cls(
+            height, width, patch, stride,
+            _starts(height, patch, stride), _starts(width, patch, stride), weight,
+        )  # fmt: skip
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.row_starts) * len(self.col_starts)
+
+    def touching(self, rect: _Rect) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column starts of the windows that overlap ``rect``."""
+        row0, row1, col0, col1 = rect
+        p, rs, cs = self.patch, self.row_starts, self.col_starts
+        return rs[(rs < row1) & (rs + p > row0)], cs[(cs < col1) & (cs + p > col0)]
+
+
+@dataclass
+class _Run:
+    """State shared by the blocks of one prediction: the predictor, the cache and the counts."""
+
+    predictor: PatchPredictor
+    batch_size: int
+    n_classes: int | None
+    cache: dict[_Key, np.ndarray | None] = field(default_factory=dict)  # None = all nodata, skipped
+    n_predicted: int = 0
+    n_skipped: int = 0
+
+
+def _call_predictor(run: _Run, batch: np.ndarray) -> np.ndarray:
+    out = run.predictor(batch)
+    try:
+        probs = np.asarray(out, dtype=np.float32)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"predictor returned a {type(out).__name__} that is not convertible to an array ({exc}); "
+            "return a float32 numpy array of shape N×K (one probability vector per window)"
+        ) from None
+    k = run.n_classes
+    if probs.ndim != 2 or probs.shape[0] != len(batch) or (k is not None and probs.shape[1] != k):
+        expected = f"({len(batch)}, {k if k is not None else 'K'})"
+        raise ConfigError(
+            f"predictor returned shape {tuple(probs.shape)} for a batch of shape {tuple(batch.shape)}; "
+            f"expected {expected}: one probability vector per window, one value per class"
+        )
+    if not np.isfinite(probs).all():
+        raise ConfigError(
+            "predictor returned NaN or infinite probabilities; nodata pixels reach the predictor as "
+            "NaN, so fill them inside the predictor (e.g. with np.nan_to_num) before the model"
+        )
+    run.n_classes = probs.shape[1]
+    return probs
+
+
+def _predict_new(tiling: _Tiling, read: _Reader, keys: list[_Key], run: _Run) -> None:
+    """Predict the windows of ``keys`` not in the cache yet (all-nodata windows are skipped)."""
+    todo = [k for k in keys if k not in run.cache]
+    if not todo:
+        return
+    p = tiling.patch
+    r0, c0 = min(r for r, _ in todo), min(c for _, c in todo)
+    region = read((r0, max(r for r, _ in todo) + p, c0, max(c for _, c in todo) + p))
+
+    def patch_of(key: _Key) -> np.ndarray:
+        return region[:, key[0] - r0 : key[0] - r0 + p, key[1] - c0 : key[1] - c0 + p]
+
+    valid: list[_Key] = []
+    for key in todo:
+        if np.isnan(patch_of(key)).all():
+            run.cache[key] = None
+            run.n_skipped += 1
+        else:
+            valid.append(key)
+    for i in range(0, len(valid), run.batch_size):
+        chunk = valid[i : i + run.batch_size]
+        probs = _call_predictor(run, np.stack([patch_of(k) for k in chunk]))
+        for key, vec in zip(chunk, probs, strict=True):
+            run.cache[key] = vec
+        run.n_predicted += len(chunk)
+
+
+def _blend_block(tiling: _Tiling, read: _Reader, rect: _Rect, run: _Run) -> np.ndarray | None:
+    """Blended K×h×w float32 probabilities of ``rect`` (NaN where the input has no data).
+
+    None when no window has been predicted yet and the number of classes is therefore unknown
+    (only possible when ``run.n_classes`` was not given and everything so far was nodata).
+    """
+    rows, cols = tiling.touching(rect)
+    _predict_new(tiling, read, [(int(r), int(c)) for r in rows for c in cols], run)
+    if run.n_classes is None:
+        return None
+    row0, row1, col0, col1 = rect
+    p = tiling.patch
+    acc = np.zeros((run.n_classes, row1 - row0, col1 - col0), dtype=np.float32)
+    wsum = np.zeros((row1 - row0, col1 - col0), dtype=np.float32)
+    for r in rows:
+        a0, a1 = max(int(r), row0), min(int(r) + p, row1)
+        for c in cols:
+            vec = run.cache[(int(r), int(c))]
+            if vec is None:
+                continue
+            b0, b1 = max(int(c), col0), min(int(c) + p, col1)
+            w = tiling.weight[a0 - r : a1 - r, b0 - c : b1 - c]
+            acc[:, a0 - row0 : a1 - row0, b0 - col0 : b1 - col0] += vec[:, None, None] * w
+            wsum[a0 - row0 : a1 - row0, b0 - col0 : b1 - col0] += w
+    nodata = np.isnan(read(rect)).all(axis=0) | (wsum <= 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        probs = acc / wsum
+    probs[:, nodata] = np.nan
+    return probs
+
+
+def _check_params(patch_size: int, overlap: float, batch_size: int) -> None:
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int | np.integer) or patch_size < 1:
+        raise ConfigError(f"patch_size must be a positive integer, got {patch_size!r}")
+    if not (isinstance(overlap, numbers.Real) and math.isfinite(overlap) and 0 <= overlap < 1):
+        raise ConfigError(
+            f"overlap must be a fraction of patch_size with 0 <= overlap < 1, got {overlap!r}; "
+            "use e.g. 0.5 (half-overlapping windows) or 0 (abutting windows)"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def predict_array(
+    image: np.ndarray,
+    predictor: PatchPredictor,
+    patch_size: int,
+    overlap: float = 0.5,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Blend a patch classifier's probabilities over an in-memory C×H×W image.
+
+    The same windows, weights and blending as :func:`predict_raster` (which applies ``scale`` and
+    ``offset`` first; do that yourself here).  Returns float32 K×H×W probabilities, NaN where the
+    pixel is NaN in every band.  Meant for small images and as a whole-image reference.
+    """
+    _check_params(patch_size, overlap, batch_size)
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim != 3:
+        raise ConfigError(f"image must be a C×H×W array, got shape {arr.shape}; add a band axis first")
+    _, height, width = arr.shape
+    if height < patch_size or width < patch_size:
+        raise DataError(
+            f"image is {width}×{height} pixels (width×height), smaller than patch_size {patch_size}; "
+            "use a smaller patch_size or a larger image"
+        )
+    tiling = _Tiling.build(height, width, patch_size, overlap)
+
+    def read(rect: _Rect) -> np.ndarray:
+        return arr[:, rect[0] : rect[1], rect[2] : rect[3]]
+
+    run = _Run(predictor, batch_size, n_classes=None)
+    probs = _blend_block(tiling, read, (0, height, 0, width), run)
+    if probs is None:
+        raise DataError("image: every pixel is NaN (nodata) in every band; there is nothing to predict")
+    return probs
+
+
+# --------------------------------------------------------------------------- rasters
+
+
+def _temp_path(final: Path, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _remove(path: Path | None) -> None:
+    if path is None:
+        return
+    for p in (path, path.with_name(path.name + ".aux.xml")):
+        with suppress(FileNotFoundError):
+            p.unlink()
+
+
+@contextmanager
+def _write_errors(path: Path, what: str) -> Iterator[None]:
+    """Turn a failure to write ``path`` into a :class:`DataError` that names it."""
+    try:
+        yield
+    except (RasterioError, OSError) as exc:
+        raise DataError(
+            f"{path}: cannot write {what} ({exc}); check that the folder is writable and the disk has room"
+        ) from None
+
+
+def _encode_block(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """K×h×w probabilities (NaN = nodata) → (K+1)×h×w uint8 output block, and per-class pixel counts."""
+    k = probs.shape[0]
+    nodata = np.isnan(probs[0])
+    filled = np.nan_to_num(probs, nan=0.0)
+    out = np.empty((k + 1, *nodata.shape), dtype=np.uint8)
+    cls = np.argmax(filled, axis=0)
+    out[0] = cls
+    np.rint(np.clip(filled * 100.0, 0.0, 100.0), out=filled)
+    out[1:] = filled
+    if nodata.any():
+        out[:, nodata] = NODATA
+        cls = cls[~nodata]
+    return out, np.bincount(cls.ravel(), minlength=k)
+
+
+def _open_raster(raster: Path) -> Any:
+    if not raster.exists():
+        raise DataError(f"{raster}: raster does not exist; check the path")
+    try:
+        return rasterio.open(raster)
+    except (RasterioError, OSError) as exc:
+        raise DataError(f"{raster}: unreadable or corrupt raster ({exc}); replace or remove the file") from None
+
+
+def _write_preview(class_tif: Path, png: Path, classes: Sequence[str], title: str) -> None:
+    """Draw the class map of ``class_tif`` (band 1) with a legend into ``png``."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    with rasterio.open(class_tif) as src:
+        f = max(1, math.ceil(max(src.height, src.width) / PREVIEW_MAX_SIDE))
+        shape = (max(1, math.ceil(src.height / f)), max(1, math.ceil(src.width / f)))
+        cls_map = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+    k = len(classes)
+    if k <= 10:
+        colours = [matplotlib.colormaps["tab10"](i) for i in range(k)]
+    elif k <= 20:
+        colours = [matplotlib.colormaps["tab20"](i) for i in range(k)]
+    else:
+        colours = [matplotlib.colormaps["turbo"](i / (k - 1)) for i in range(k)]
+    cmap = ListedColormap(colours).with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
+    norm = BoundaryNorm(np.arange(k + 1) - 0.5, k)
+    shown = np.ma.masked_equal(cls_map, NODATA)
+
+    aspect = shape[1] / shape[0]
+    fig = Figure(figsize=(min(12.0, max(4.0, 6.0 * aspect)) + 2.5, 6.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(shown, cmap=cmap, norm=norm, interpolation="nearest")
+    ax.set_title(title, fontsize=10)
+    ax.set_axis_off()
+    handles = [Patch(facecolor=colours[i], edgecolor="black", label=name) for i, name in enumerate(classes)]
+    handles.append(Patch(facecolor="white", edgecolor="black", label="no data"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    fig.savefig(png, format="png", bbox_inches="tight")
+
+
+def _check_raster_params(
+    raster: Path,
+    out_path: Path,
+    png_path: Path | None,
+    classes: list[str],
+    patch_size: int,
+    overlap: float,
+    batch_size: int,
+    block_size: int,
+) -> None:
+    _check_params(patch_size, overlap, batch_size)
+    if isinstance(block_size, bool) or not isinstance(block_size, int | np.integer) or block_size < 1:
+        raise ConfigError(f"block_size must be a positive integer, got {block_size!r}; 512 is a good value")
+    if not 1 <= len(classes) <= NODATA:
+        raise ConfigError(
+            f"classes lists {len(classes)} names; give between 1 and {NODATA} "
+            f"(the class band is uint8 and {NODATA} marks nodata)"
+        )
+    if len(set(classes)) != len(classes):
+        dup = sorted({c for c in classes if classes.count(c) > 1})
+        raise ConfigError(f"classes lists a name twice: {', '.join(dup)}; class names must be unique")
+    if out_path.resolve() == raster.resolve():
+        raise ConfigError(f"out_path {out_path} is the input raster; choose another output path")
+    if png_path is not None and png_path.resolve() in (out_path.resolve(), raster.resolve()):
+        raise ConfigError(f"preview_png {png_path} is the input raster or out_path; choose another path")
+
+
+def _band_indexes(raster: Path, count: int, band_indices: Sequence[int] | None) -> list[int]:
+    """rasterio's 1-based band indexes for 0-based ``band_indices`` (all bands when None)."""
+    if band_indices is None:
+        return list(range(1, count + 1))
+    bad = [
+        i for i in band_indices
+        if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < count
+    ]  # fmt: skip
+    if bad or not band_indices:
+        raise ConfigError(
+            f"band_indices {list(band_indices)} do not fit {raster}, which has {count} band(s); "
+            f"give 0-based indices between 0 and {count - 1}"
+        )
+    return [int(i) + 1 for i in band_indices]
+
+
+def _raster_reader(src: Any, raster: Path, indexes: list[int], scale: float, offset: float) -> _Reader:
+    """Read a rectangle of ``indexes`` as float32, nodata/masked → NaN, then ``* scale + offset``."""
+
+    def read(rect: _Rect) -> np.ndarray:
+        row0, row1, col0, col1 = rect
+        try:
+            data = src.read(
+                indexes, window=Window(col0, row0, col1 - col0, row1 - row0), masked=True, out_dtype="float32"
+            )
+        except (RasterioError, OSError, ValueError) as exc:
+            raise DataError(
+                f"{raster}: cannot read pixels {row0}:{row1}, {col0}:{col1} ({exc}); "
+                "the file may be truncated or corrupt, replace it"
+            ) from None
+        pixels = np.ma.filled(data, np.nan).astype(np.float32, copy=False)
+        if scale != 1.0:
+            pixels *= np.float32(scale)
+        if offset != 0.0:
+            pixels += np.float32(offset)
+        return pixels
+
+    return read
+
+
+def _predict_blocks(
+    tiling: _Tiling,
+    read: _Reader,
+    run: _Run,
+    dst: Any,
+    out_path: Path,
+    classes: list[str],
+    block_size: int,
+    desc: str,
+    progress: bool,
+) -> np.ndarray:
+    """Predict and write every block of the output; return the per-class pixel counts."""
+    with _write_errors(out_path, "the class map"):
+        dst.update_tags(classes=json.dumps(classes))
+        dst.set_band_description(1, "class")
+        for i, name in enumerate(classes):
+            dst.set_band_description(i + 2, f"p_{name}")
+    height, width = tiling.height, tiling.width
+    blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
+    counts = np.zeros(len(classes), dtype=np.int64)
+    current_row = -1
+    for row0, col0 in tqdm(blocks, desc=desc, unit="block", disable=not progress):
+        rect = (row0, min(row0 + block_size, height), col0, min(col0 + block_size, width))
+        if row0 != current_row:  # forget the windows that cannot touch this block row or a later one
+            current_row = row0
+            run.cache = {key: v for key, v in run.cache.items() if key[0] + tiling.patch > row0}
+        probs = _blend_block(tiling, read, rect, run)
+        assert probs is not None  # run.n_classes is known
+        out, block_counts = _encode_block(probs)
+        counts += block_counts
+        with _write_errors(out_path, "the class map"):
+            dst.write(out, window=Window(col0, row0, rect[3] - col0, rect[1] - row0))
+    return counts
+
+
+def predict_raster(
+    raster: str | Path,
+    predictor: PatchPredictor,
+    out_path: str | Path,
+    classes: Sequence[str],
+    patch_size: int,
+    band_indices: Sequence[int] | None = None,
+    overlap: float = 0.5,
+    batch_size: int = 64,
+    block_size: int = 512,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    preview_png: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict a raster window by window into a class map with the raster's grid.
+
+    ``predictor`` receives float32 N×C×``patch_size``×``patch_size`` pixels (the bands
+    ``band_indices``, 0-based, in that order; all bands when None), multiplied by ``scale`` plus
+    ``offset``, with NaN where the raster has no data, and returns N×K class probabilities.
+
+    ``out_path`` is a tiled, deflate-compressed uint8 GeoTIFF with the input's CRS, transform,
+    width and height: band 1 is the class index (argmax of the blended probabilities) and bands
+    2..K+1 the blended probability of each class in percent (0-100); 255 marks nodata in every
+    band.  Its band descriptions are ``class``, ``p_<class>``... and its tag ``classes`` holds the
+    class names as a JSON list.  ``preview_png`` gets a picture of the class map with a legend.
+    Both files are written to a temporary file in their folder and moved into place only when
+    everything succeeded.
+
+    Returns a summary: ``path``, ``width``, ``height``, ``classes``, ``class_fractions`` (each class's
+    share of the valid pixels), ``n_windows`` (windows sent to the predictor), ``n_skipped_windows``
+    (windows of nodata only), ``valid_pixels``, ``crs`` and ``preview``.
+    """
+    raster, out_path = Path(raster), Path(out_path)
+    png_path = Path(preview_png) if preview_png is not None else None
+    classes = [str(c) for c in classes]
+    _check_raster_params(raster, out_path, png_path, classes, patch_size, overlap, batch_size, block_size)
+    if not (math.isfinite(scale) and math.isfinite(offset)):
+        raise ConfigError(f"scale and offset must be finite numbers, got scale={scale!r}, offset={offset!r}")
+
+    with _open_raster(raster) as src:
+        indexes = _band_indexes(raster, src.count, band_indices)
+        height, width = src.height, src.width
+        if height < patch_size or width < patch_size:
+            raise DataError(
+                f"{raster}: raster is {width}×{height} pixels (width×height), smaller than patch_size "
+                f"{patch_size}; use a smaller patch_size or a larger raster"
+            )
+        tiling = _Tiling.build(height, width, patch_size, overlap)
+        read = _raster_reader(src, raster, indexes, scale, offset)
+        run = _Run(predictor, batch_size, n_classes=len(classes))
+        profile = {
+            "driver": "GTiff", "dtype": "uint8", "count": len(classes) + 1, "width": width,
+            "height": height, "crs": src.crs, "transform": src.transform, "nodata": NODATA,
+            "tiled": True, "blockxsize": 512 if block_size >= 512 else 256,
+            "blockysize": 512 if block_size >= 512 else 256, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+        }  # fmt: skip
+        crs = src.crs.to_string() if src.crs else None
+
+        tmp_tif: Path | None = None
+        tmp_png: Path | None = None
+        try:
+            with _write_errors(out_path, "the class map"):
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp_tif = _temp_path(out_path, ".tif")
+                dst = rasterio.open(tmp_tif, "w", **profile)
+            try:
+                counts = _predict_blocks(
+                    tiling, read, run, dst, out_path, classes, block_size,
+                    desc=f"predict {raster.name}", progress=progress,
+                )  # fmt: skip
+            finally:
+                with _write_errors(out_path, "the class map"):
+                    dst.close()
+            if png_path is not None:
+                with _write_errors(png_path, "the preview"):
+                    png_path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp_png = _temp_path(png_path, ".png")
+                    _write_preview(tmp_tif, tmp_png, classes, title=f"{raster.name}: predicted classes")
+            with _write_errors(out_path, "the class map"):
+                os.replace(tmp_tif, out_path)
+            tmp_tif = None
+            if png_path is not None and tmp_png is not None:
+                with _write_errors(png_path, "the preview"):
+                    os.replace(tmp_png, png_path)
+                tmp_png = None
+        finally:
+            _remove(tmp_tif)
+            _remove(tmp_png)
+
+    n_valid = int(counts.sum())
+    return {
+        "path": str(out_path),
+        "width": width,
+        "height": height,
+        "classes": classes,
+        "class_fractions": {c: (float(counts[i]) / n_valid if n_valid else 0.0) for i, c in enumerate(classes)},
+        "n_windows": run.n_predicted,
+        "n_skipped_windows": run.n_skipped,
+        "valid_pixels": n_valid,
+        "crs": crs,
+        "preview": str(png_path) if png_path is not None else None,
+    }

@@ -1,0 +1,121 @@
+"""What a strategy is: its parameters (declared once), its training phases, and its loss.
+
+The engine (:mod:`eotransfer.engine.loop`) knows no strategy by name.  A strategy says which
+parameters train, at what learning rate, for how many epochs in each phase, and what the loss of a
+batch is; CLI options, YAML keys and API arguments are generated from its ``Params`` dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from eotransfer.errors import ConfigError, did_you_mean
+
+
+def param(
+    default: Any,
+    help: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+) -> Any:
+    """A dataclass field with the metadata the CLI and validation read."""
+    meta = {"help": help, "min": minimum, "max": maximum, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+def validate_params(obj: Any) -> None:
+    """Check every field against its declared range and choices; the message names the option."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        opt = "--" + f.name.replace("_", "-")
+        lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
+        if choices is not None and v not in choices:
+            raise ConfigError(f"{opt}: {v!r} is not one of {', '.join(map(str, choices))}")
+        if lo is not None and v is not None and v < lo:
+            raise ConfigError(f"{opt}: {v} is below the minimum {lo}")
+        if hi is not None and v is not None and v > hi:
+            raise ConfigError(f"{opt}: {v} is above the maximum {hi}")
+
+
+@dataclass
+class Phase:
+    """One stage of training: which parameters train, at which learning rates, for how long.
+
+    ``param_groups`` are optimizer groups (``{"params": [...], "lr": float}``); every parameter not
+    in a group is frozen.  ``frozen_backbone`` lets the engine compute backbone features once and
+    train the head on them (exact when no augmentation is applied).
+    """
+
+    name: str
+    epochs: int
+    param_groups: list[dict[str, Any]]
+    frozen_backbone: bool = False
+    augment: bool = True
+
+
+@dataclass
+class CommonParams:
+    """Training settings shared by every strategy."""
+
+    epochs: int = param(30, "epochs of the main phase", 1, 10_000)
+    lr: float = param(1e-3, "learning rate of the head", 1e-7, 10.0)
+    weight_decay: float = param(1e-4, "AdamW weight decay", 0.0, 1.0)
+    batch_size: int = param(32, "samples per batch", 1, 4096)
+    patience: int = param(10, "early stopping: epochs without validation improvement (0 = off)", 0, 10_000)
+    augment: bool = param(True, "random flips and 90° rotations during training")
+
+
+class Strategy:
+    """Base class: subclasses set ``name``, ``Params`` and implement :meth:`phases`."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = CommonParams
+    summary: ClassVar[str] = ""
+
+    def __init__(self, params: Any) -> None:
+        validate_params(params)
+        self.params = params
+
+    def phases(self, model: nn.Module) -> list[Phase]:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss of a batch; cross-entropy by default."""
+        return nn.functional.cross_entropy(logits, labels)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    from eotransfer import strategies as _s  # noqa: F401
+
+    _s.load_all()
+    if name not in STRATEGIES:
+        raise ConfigError(f"--strategy: unknown strategy '{name}'" + did_you_mean(name, STRATEGIES))
+    return STRATEGIES[name]
+
+
+def make_params(strategy: type[Strategy], values: dict[str, Any]) -> Any:
+    """Build a strategy's Params from a dict, refusing unknown keys with a suggestion."""
+    names = {f.name for f in dataclasses.fields(strategy.Params)}
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(f"'{k}' is not a parameter of strategy '{strategy.name}'" + did_you_mean(k, names))
+    return strategy.Params(**values)
+
+
+ParamFilter = Callable[[str], bool]
