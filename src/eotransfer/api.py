@@ -253,13 +253,15 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
     if src.is_file() and src.suffix.lower() in (".tif", ".tiff"):
         from eotransfer.predict.raster import predict_raster
 
-        band_indices = options.get("band_indices")
-        preview = Path(out).with_suffix(".png")
+        band_indices = raster_band_indices(saved.bands, options.get("raster_bands"), src)
+        scale, offset = float(options.get("scale", 1.0)), float(options.get("offset", 0.0))
+        nodata = options.get("nodata_value")
+        if options.get("match_statistics"):
+            scale, offset = match_statistics(src, band_indices, saved.card["normalization"], scale, offset, nodata)
         return predict_raster(
             src, saved.predict_proba, out, saved.classes, int(saved.card["img_size"]),
-            band_indices=band_indices, overlap=float(options.get("overlap", 0.5)),
-            scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)),
-            preview_png=preview, progress=bool(options.get("progress", True)),
+            band_indices=band_indices, overlap=float(options.get("overlap", 0.5)), scale=scale, offset=offset,
+            preview_png=Path(out).with_suffix(".png"), progress=bool(options.get("progress", True)), nodata=nodata,
         )  # fmt: skip
     cfg = FitConfig(data=str(src), bands=",".join(saved.bands.keys), nodata=options.get("nodata", "error"),
                     format=options.get("format"), scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)))  # fmt: skip
@@ -275,3 +277,53 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
             rows.append(f"{ds.sources[i]},{cls}," + ",".join(f"{v:.5f}" for v in p))
     atomic_write_text(Path(out), "\n".join(rows) + "\n")
     return {"path": str(out), "n": len(ds), "predicted": counts}
+
+
+def raster_band_indices(model_bands: Any, raster_bands: str | None, raster: Path) -> list[int] | None:
+    """Which raster bands feed the model, in its order: mapped by name, common name, then wavelength."""
+    from eotransfer.bands import BandSet
+    from eotransfer.data.io import raster_info
+    from eotransfer.models.band_mapping import map_bands
+
+    count = raster_info(raster).count
+    if raster_bands is None:
+        if count != len(model_bands):
+            raise ConfigError(
+                f"{raster}: {count} bands but the model takes {len(model_bands)} ({model_bands.describe()}); "
+                "name the raster's bands with --raster-bands (e.g. landsat8:B2,B3,B4) so they can be mapped"
+            )
+        return None
+    rb = BandSet.parse(raster_bands)
+    if len(rb) != count:
+        raise ConfigError(f"--raster-bands: {len(rb)} bands named but {raster} has {count}")
+    mapping = map_bands(rb, model_bands, policy=None)
+    print(f"raster bands -> model bands:\n{mapping.table()}")
+    return [int(m.source_index) for m in mapping.matches if m.source_index is not None]
+
+
+def match_statistics(
+    raster: Path, band_indices: list[int] | None, normalization: dict[str, Any], scale: float, offset: float,
+    nodata: float | None, max_pixels: int = 1_000_000,
+) -> tuple[list[float], list[float]]:  # fmt: skip
+    """Per-band linear transform giving the raster the training data's mean and std (moment matching).
+
+    The simplest correction of a radiometric shift between sensors or scenes (e.g. Landsat DN vs
+    Sentinel-2 reflectance); statistics come from a decimated read of the whole raster.
+    """
+    import rasterio
+
+    with rasterio.open(raster) as src:
+        step = max(1, int(np.sqrt(src.width * src.height / max_pixels)))
+        idx = [i + 1 for i in band_indices] if band_indices is not None else list(range(1, src.count + 1))
+        data = src.read(idx, out_shape=(len(idx), src.height // step, src.width // step), masked=True)
+    px = np.ma.filled(data.astype(np.float64), np.nan).reshape(len(idx), -1)
+    if nodata is not None:
+        px[px == nodata] = np.nan
+    px = px * scale + offset
+    mean, std = np.nanmean(px, 1), np.nanstd(px, 1)
+    target_mean = np.asarray(normalization["mean"], dtype=np.float64)
+    target_std = np.asarray(normalization["std"], dtype=np.float64)
+    gain = target_std / np.maximum(std, 1e-9)
+    return [float(g * scale) for g in gain], [
+        float(t + g * (offset - m)) for g, t, m in zip(gain, target_mean, mean, strict=True)
+    ]

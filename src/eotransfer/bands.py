@@ -258,8 +258,17 @@ class BandSet:
         if spec.lower() == "eurosat-ms":
             return cls.of_sensor("sentinel2-l1c", EUROSAT_MS_ORDER)
         if ":" in spec:
-            sensor, rest = spec.split(":", 1)
-            return cls.of_sensor(sensor, [n for n in rest.split(",") if n])
+            # "s2:B02,B03" or "sentinel2-l1c:B02,sentinel2-l1c:B03" (BandSet.keys joined, as cards
+            # write them) or "s2:B04,s1:VV": a prefix holds for the names after it until the next one.
+            sensor: str | None = None
+            found: list[Band] = []
+            for item in (n.strip() for n in spec.split(",")):
+                if not item:
+                    continue
+                if ":" in item:
+                    sensor, item = item.split(":", 1)
+                found.append(find_band(item, sensor))
+            return cls(tuple(found))
         if "," in spec:
             return cls.from_names([n for n in spec.split(",") if n])
         return cls.of_sensor(spec)

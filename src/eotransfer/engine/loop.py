@@ -170,7 +170,7 @@ class Engine:
                     optimizer.zero_grad(set_to_none=True)
                     fabric.backward(loss)
                     optimizer.step()
-                    losses.append(float(loss))
+                    losses.append(float(loss.detach()))
             else:
                 model.train()
                 for batch in self._loader(train, order, batch_size):
@@ -185,7 +185,7 @@ class Engine:
                     optimizer.zero_grad(set_to_none=True)
                     fabric.backward(loss)
                     optimizer.step()
-                    losses.append(float(loss))
+                    losses.append(float(loss.detach()))
             row: dict[str, Any] = {"phase": phase.name, "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                                    "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
             if val is not None and len(val):  # type: ignore[arg-type]

@@ -372,8 +372,10 @@ def _band_indexes(raster: Path, count: int, band_indices: Sequence[int] | None) 
     return [int(i) + 1 for i in band_indices]
 
 
-def _raster_reader(src: Any, raster: Path, indexes: list[int], scale: float, offset: float) -> _Reader:
-    """Read a rectangle of ``indexes`` as float32, nodata/masked → NaN, then ``* scale + offset``."""
+def _raster_reader(
+    src: Any, raster: Path, indexes: list[int], scale: np.ndarray, offset: np.ndarray, nodata: float | None = None
+) -> _Reader:
+    """Read a rectangle of ``indexes`` as float32, nodata/masked → NaN, then ``* scale + offset`` (per band)."""
 
     def read(rect: _Rect) -> np.ndarray:
         row0, row1, col0, col1 = rect
@@ -387,11 +389,9 @@ def _raster_reader(src: Any, raster: Path, indexes: list[int], scale: float, off
                 "the file may be truncated or corrupt, replace it"
             ) from None
         pixels = np.ma.filled(data, np.nan).astype(np.float32, copy=False)
-        if scale != 1.0:
-            pixels *= np.float32(scale)
-        if offset != 0.0:
-            pixels += np.float32(offset)
-        return pixels
+        if nodata is not None:
+            pixels[pixels == np.float32(nodata)] = np.nan
+        return pixels * scale + offset
 
     return read
 
@@ -441,16 +441,19 @@ def predict_raster(
     overlap: float = 0.5,
     batch_size: int = 64,
     block_size: int = 512,
-    scale: float = 1.0,
-    offset: float = 0.0,
+    scale: float | Sequence[float] = 1.0,
+    offset: float | Sequence[float] = 0.0,
     preview_png: str | Path | None = None,
     progress: bool = True,
+    nodata: float | None = None,
 ) -> dict[str, Any]:
     """Predict a raster window by window into a class map with the raster's grid.
 
     ``predictor`` receives float32 N×C×``patch_size``×``patch_size`` pixels (the bands
     ``band_indices``, 0-based, in that order; all bands when None), multiplied by ``scale`` plus
-    ``offset``, with NaN where the raster has no data, and returns N×K class probabilities.
+    ``offset`` (scalars, or one value per selected band), with NaN where the raster has no data
+    (its nodata value, its mask, or ``nodata`` when the file declares none, e.g. Landsat's 0 fill),
+    and returns N×K class probabilities.
 
     ``out_path`` is a tiled, deflate-compressed uint8 GeoTIFF with the input's CRS, transform,
     width and height: band 1 is the class index (argmax of the blended probabilities) and bands
@@ -468,7 +471,9 @@ def predict_raster(
     png_path = Path(preview_png) if preview_png is not None else None
     classes = [str(c) for c in classes]
     _check_raster_params(raster, out_path, png_path, classes, patch_size, overlap, batch_size, block_size)
-    if not (math.isfinite(scale) and math.isfinite(offset)):
+    scale_arr = np.asarray(scale, dtype=np.float32).reshape(-1, 1, 1)
+    offset_arr = np.asarray(offset, dtype=np.float32).reshape(-1, 1, 1)
+    if not (np.isfinite(scale_arr).all() and np.isfinite(offset_arr).all()):
         raise ConfigError(f"scale and offset must be finite numbers, got scale={scale!r}, offset={offset!r}")
 
     with _open_raster(raster) as src:
@@ -480,7 +485,10 @@ def predict_raster(
                 f"{patch_size}; use a smaller patch_size or a larger raster"
             )
         tiling = _Tiling.build(height, width, patch_size, overlap)
-        read = _raster_reader(src, raster, indexes, scale, offset)
+        for name, arr in (("scale", scale_arr), ("offset", offset_arr)):
+            if len(arr) not in (1, len(indexes)):
+                raise ConfigError(f"{name}: {len(arr)} values for {len(indexes)} bands; give one, or one per band")
+        read = _raster_reader(src, raster, indexes, scale_arr, offset_arr, nodata)
         run = _Run(predictor, batch_size, n_classes=len(classes))
         profile = {
             "driver": "GTiff", "dtype": "uint8", "count": len(classes) + 1, "width": width,

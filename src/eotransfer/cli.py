@@ -1,0 +1,230 @@
+"""The command line, generated from the same dataclasses as the Python API and the YAML configs.
+
+``eotransfer fit`` takes every :class:`~eotransfer.api.FitConfig` field and every registered
+strategy's parameters as options (``--labels-per-class 5``, ``--head-epochs 10``); ``--config
+file.yaml`` supplies the same keys, and options given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from eotransfer.errors import ConfigError, EOTransferError
+
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str}
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, seen: set[str]) -> None:
+    for f in dataclasses.fields(cls):
+        if f.name in seen or f.name == "data":
+            continue
+        seen.add(f.name)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        annotation = str(f.type)
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        if annotation.startswith("bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text, **kwargs)
+            continue
+        base = annotation.split("|")[0].strip()
+        kwargs["type"] = _TYPES.get(base, str)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        parser.add_argument(flag, help=f"{help_text} (default: {default})", **kwargs)
+
+
+def _strategy_param_classes() -> list[type]:
+    from eotransfer import strategies
+    from eotransfer.strategies.base import STRATEGIES
+
+    strategies.load_all()
+    return [cls.Params for cls in STRATEGIES.values()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from eotransfer.api import FitConfig
+
+    parser = argparse.ArgumentParser(prog="eotransfer", description="Transfer learning for Earth-observation imagery.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="adapt a backbone to a labelled data set")
+    fit.add_argument("data", nargs="?", help="data set path (or `data:` in --config)")
+    fit.add_argument("--config", help="YAML file with the same keys as the options")
+    seen: set[str] = set()
+    _add_dataclass_options(fit, FitConfig, seen)
+    params = fit.add_argument_group("strategy parameters (each applies to the strategies that declare it)")
+    for cls in _strategy_param_classes():
+        _add_dataclass_options(params, cls, seen)  # type: ignore[arg-type]
+
+    ev = sub.add_parser("evaluate", help="score a saved model on labelled data")
+    ev.add_argument("model", help="model directory")
+    ev.add_argument("data", help="labelled data set")
+    for name in (
+        "bands",
+        "use-bands",
+        "format",
+        "vector",
+        "label-field",
+        "nodata",
+        "split",
+        "block-deg",
+        "test-fraction",
+    ):
+        ev.add_argument(f"--{name}", dest=name.replace("-", "_"), default=argparse.SUPPRESS)
+    ev.add_argument("--seed", type=int, default=argparse.SUPPRESS)
+    ev.add_argument("--scale", type=float, default=argparse.SUPPRESS)
+    ev.add_argument("--offset", type=float, default=argparse.SUPPRESS)
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    pr = sub.add_parser("predict", help="predict patches (CSV) or a GeoTIFF of any size (class map + PNG)")
+    pr.add_argument("model", help="model directory")
+    pr.add_argument("input", help="a GeoTIFF, or a folder of patches")
+    pr.add_argument("--out", required=True, help="output GeoTIFF (raster input) or CSV (patches)")
+    pr.add_argument(
+        "--raster-bands", help="the raster's bands, e.g. landsat8:B2,B3,B4 (mapped to the model's by name/wavelength)"
+    )
+    pr.add_argument("--scale", type=float, default=1.0, help="multiply raw pixels by this")
+    pr.add_argument("--offset", type=float, default=0.0, help="then add this")
+    pr.add_argument("--match-statistics", action="store_true", help="match each band's mean/std to the training data")
+    pr.add_argument("--overlap", type=float, default=0.5, help="window overlap fraction")
+    pr.add_argument(
+        "--nodata-value", type=float, help="pixel value meaning no data when the file declares none (Landsat: 0)"
+    )
+    pr.add_argument("--no-progress", action="store_true")
+
+    bands = sub.add_parser("bands", help="print the band catalogue")
+    bands.add_argument(
+        "sensor", nargs="?", help="one sensor (sentinel2-l1c, sentinel2-l2a, landsat8, landsat7, sentinel1, rgb, rgbn)"
+    )
+    sub.add_parser("backbones", help="list architectures and TorchGeo weights with their bands")
+    sub.add_parser("strategies", help="list the registered strategies and their parameters")
+    demo = sub.add_parser("demo", help="run the main job end to end on real data")
+    demo.add_argument("--data-root", help="folder holding eurosat-ms/ and landsat8-scene/ (default: ../shared/data)")
+    demo.add_argument("--out", default="demo-output", help="output folder")
+    demo.add_argument("--seeds", type=int, default=5)
+    return parser
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config: no such file {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {p}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {p}: expected a mapping of option names to values")
+    flat = {k.replace("-", "_"): v for k, v in data.items() if k != "strategy_params"}
+    flat.update({k.replace("-", "_"): v for k, v in (data.get("strategy_params") or {}).items()})
+    return flat
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from eotransfer.api import fit
+
+    values = _load_yaml(args.config) if args.config else {}
+    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config", "data")}
+    values.update(cli)
+    if args.data:
+        values["data"] = args.data
+    if not values.get("data"):
+        raise ConfigError("fit: give the data set path (positional) or `data:` in --config")
+    result = fit(**values)
+    test = result.metrics.get("test", {})
+    print(
+        f"test overall accuracy {test.get('overall_accuracy', float('nan')):.3f}, macro-F1 {test.get('macro_f1', float('nan')):.3f}"
+    )
+    if result.out:
+        print(f"model written to {result.out}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from eotransfer.api import predict
+
+    summary = predict(
+        args.model, args.input, args.out, raster_bands=args.raster_bands, scale=args.scale, offset=args.offset,
+        match_statistics=args.match_statistics, overlap=args.overlap, progress=not args.no_progress,
+        nodata_value=args.nodata_value,
+    )  # fmt: skip
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def _cmd_backbones() -> int:
+    from eotransfer.models.backbones import ARCHITECTURES
+    from eotransfer.models.weights import torchgeo_catalogue
+
+    print("architectures (timm):")
+    for a in ARCHITECTURES.values():
+        print(f"  {a.name:<24} family={a.family:<9} first layer={a.first_conv}")
+    print("\nTorchGeo weights (--weights NAME; downloaded with checksum into the cache):")
+    for row in torchgeo_catalogue():
+        print(f"  {row['name']:<52} model={row['model']!s:<28} in_chans={row['in_chans']!s:<4} {row['bands']}")
+    return 0
+
+
+def _cmd_strategies() -> int:
+    from eotransfer import strategies
+    from eotransfer.strategies.base import STRATEGIES
+
+    strategies.load_all()
+    for name, cls in sorted(STRATEGIES.items()):
+        print(f"{name}: {cls.summary}")
+        for f in dataclasses.fields(cls.Params):
+            print(f"    --{f.name.replace('_', '-'):<22} {f.default!s:<8} {f.metadata.get('help', '')}")
+    return 0
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "fit":
+        return _cmd_fit(args)
+    if args.command == "evaluate":
+        from eotransfer.api import evaluate
+        from eotransfer.engine.metrics import metrics_table
+
+        opts = {k: v for k, v in vars(args).items() if k not in ("command", "model", "data", "json")}
+        metrics = evaluate(args.model, args.data, **opts)
+        print(json.dumps(metrics, indent=1) if args.json else metrics_table(metrics))
+        return 0
+    if args.command == "predict":
+        return _cmd_predict(args)
+    if args.command == "bands":
+        from eotransfer.bands import band_table
+
+        print(band_table(args.sensor))
+        return 0
+    if args.command == "backbones":
+        return _cmd_backbones()
+    if args.command == "strategies":
+        return _cmd_strategies()
+    if args.command == "demo":
+        from eotransfer.demo import run_demo
+
+        return run_demo(args.data_root, args.out, args.seeds)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: errors print one line and exit non-zero, without a traceback."""
+    try:
+        code = run(argv)
+    except EOTransferError as exc:
+        print(f"eotransfer: error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("eotransfer: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

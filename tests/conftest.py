@@ -1,0 +1,46 @@
+"""Shared fixtures: the generated GeoTIFFs (made on demand) and the location of the shared real data."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _load_make_fixtures() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_fixtures", TESTS / "data" / "make_fixtures.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_fixtures = _load_make_fixtures()
+
+
+@pytest.fixture(scope="session")
+def generated() -> Path:
+    """``tests/_generated``, (re)written by ``tests/data/make_fixtures.py`` when missing or stale."""
+    return make_fixtures.ensure()
+
+
+@pytest.fixture(scope="session")
+def eurosat_like(generated: Path) -> Path:
+    return generated / "eurosat_like"
+
+
+@pytest.fixture(scope="session")
+def bad(generated: Path) -> Path:
+    return generated / "bad"
+
+
+@pytest.fixture(scope="session")
+def fixture_spec() -> ModuleType:
+    """The fixture script itself, for its constants (classes, sizes, offsets)."""
+    return make_fixtures
