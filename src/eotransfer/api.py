@@ -254,10 +254,14 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
         from eotransfer.predict.raster import predict_raster
 
         band_indices = raster_band_indices(saved.bands, options.get("raster_bands"), src)
-        scale, offset = float(options.get("scale", 1.0)), float(options.get("offset", 0.0))
+        scale: float | list[float] = float(options.get("scale", 1.0))
+        offset: float | list[float] = float(options.get("offset", 0.0))
         nodata = options.get("nodata_value")
         if options.get("match_statistics"):
-            scale, offset = match_statistics(src, band_indices, saved.card["normalization"], scale, offset, nodata)
+            scale, offset = match_statistics(
+                src, band_indices, saved.card["normalization"], float(options.get("scale", 1.0)),
+                float(options.get("offset", 0.0)), nodata,
+            )  # fmt: skip
         return predict_raster(
             src, saved.predict_proba, out, saved.classes, int(saved.card["img_size"]),
             band_indices=band_indices, overlap=float(options.get("overlap", 0.5)), scale=scale, offset=offset,

@@ -125,7 +125,7 @@ def run_demo(data_root: str | None = None, out: str = "demo-output", seeds: int 
     out_dir.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(folder, bands="eurosat-ms")
     print(f"EuroSAT-MS: {len(ds)} patches, {len(ds.classes)} classes, bands {', '.join(ds.bands.names)} ({folder})")
-    strategies = {
+    strategies: dict[str, dict[str, Any]] = {
         "linear-probe": {"epochs": 100},
         "finetune": {"head_epochs": 30, "epochs": 8, "patience": 4},
     }
@@ -134,7 +134,7 @@ def run_demo(data_root: str | None = None, out: str = "demo-output", seeds: int 
         "finetune": f"finetune ({backbone} from scratch = scratch reference)",
     }
     rows: list[dict[str, Any]] = []
-    common = {"backbone": backbone, "val_per_class": 1, "progress": False, "verbose": False}
+    common: dict[str, Any] = {"backbone": backbone, "val_per_class": 1, "progress": False, "verbose": False}
     for k in (5, 10):
         for seed in range(seeds):
             for strategy, params in strategies.items():

@@ -21,7 +21,7 @@ def band_statistics(image: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.stack(stats, axis=1).ravel())
 
 
-def band_statistics_matrix(read: Callable[[int], np.ndarray], indices: Sequence[int]) -> np.ndarray:
+def band_statistics_matrix(read: Callable[[int], np.ndarray], indices: Sequence[int] | np.ndarray) -> np.ndarray:
     return np.stack([band_statistics(read(int(i))) for i in indices]) if len(indices) else np.zeros((0, 0))
 
 
