@@ -130,6 +130,9 @@ def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | Non
     validate_params(cfg)
     strategy_cls = get_strategy(cfg.strategy)
     strategy = strategy_cls(make_params(strategy_cls, sparams))
+    from eotransfer.models.backbones import get_architecture
+
+    get_architecture(cfg.backbone)  # an unknown name fails before any data is read
     if ds is None:
         ds = load_data(cfg)
     split = make_fit_split(cfg, ds)
