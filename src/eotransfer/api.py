@@ -272,7 +272,9 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
         )  # fmt: skip
     cfg = FitConfig(data=str(src), bands=",".join(saved.bands.keys), nodata=options.get("nodata", "error"),
                     format=options.get("format"), scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)))  # fmt: skip
-    ds = load_data(cfg)
+    flat = src.is_dir() and not any(d.is_dir() for d in src.iterdir())
+    ds = open_dataset(src, format=cfg.format, bands=cfg.bands, nodata=cfg.nodata, scale=cfg.scale, offset=cfg.offset,
+                      unlabelled=flat)  # fmt: skip
     rows = ["file," + ",".join(["predicted", *[f"p_{c}" for c in saved.classes]])]
     counts: dict[str, int] = {}
     for s in range(0, len(ds), 256):

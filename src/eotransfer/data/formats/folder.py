@@ -55,6 +55,7 @@ class ClassFolderDataset(EODataset):
         offset: float = 0.0,
         classes: list[str] | None = None,
         cache: bool = True,
+        unlabelled: bool = False,
         **_: Any,
     ) -> None:
         super().__init__(nodata)
@@ -66,9 +67,11 @@ class ClassFolderDataset(EODataset):
             if missing:
                 raise DataError(f"{self.root}: no folder for class(es) {', '.join(missing)}")
             class_dirs = [self.root / c for c in classes]
+        if unlabelled and not class_dirs:  # a flat folder of patches to predict
+            class_dirs = [self.root]
         if not class_dirs:
             raise DataError(f"{self.root}: no class folders found; expected {self.root}/<class>/<image files>")
-        self.classes = [d.name for d in class_dirs]
+        self.classes = ["unlabelled"] if class_dirs == [self.root] else [d.name for d in class_dirs]
         files: list[Path] = []
         labels: list[int] = []
         for k, d in enumerate(class_dirs):
