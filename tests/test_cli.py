@@ -103,3 +103,16 @@ def test_predict_raster_with_unmappable_band_count(
     assert _exit_code(["predict", str(out), str(raster), "--out", str(tmp_path / "x.tif")]) == 2
     assert "--raster-bands" in capsys.readouterr().err
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_group_split_keeps_each_event_on_one_side() -> None:
+    from eotransfer.data.splits import make_split
+
+    labels = np.array([0, 1] * 10)
+    groups = np.array(["a"] * 6 + ["b"] * 6 + ["c"] * 8)
+    split = make_split("group", labels, seed=3, groups=groups, test_fraction=0.3, val_fraction=0.0)
+    test_groups = set(groups[split.test])
+    assert test_groups and not test_groups & set(groups[split.train])
+    assert len(split.train) + len(split.test) == 20
+    explicit = make_split("group", labels, seed=0, groups=groups, test_blocks=["c"], val_fraction=0.0)
+    assert set(groups[explicit.test]) == {"c"} and len(explicit.test) == 8

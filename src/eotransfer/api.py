@@ -103,7 +103,10 @@ def make_fit_split(cfg: FitConfig, ds: EODataset) -> Split:
             raise ConfigError("--split k-per-class needs --labels-per-class")
         return make_split("k-per-class", ds.labels, seed=cfg.seed, k=cfg.labels_per_class,
                           val_per_class=cfg.val_per_class, classes=ds.classes)  # fmt: skip
-    split = make_split(cfg.split, ds.labels, ds.lonlat(), seed=cfg.seed, test_fraction=cfg.test_fraction,
+    groups = getattr(ds, "events", None)
+    groups = getattr(ds, "groups", None) if groups is None else groups
+    lonlat = ds.lonlat() if cfg.split in ("utm-zone", "lonlat-block") else None
+    split = make_split(cfg.split, ds.labels, lonlat, seed=cfg.seed, test_fraction=cfg.test_fraction, groups=groups,
                        val_fraction=cfg.val_fraction, block_deg=cfg.block_deg)  # fmt: skip
     if cfg.labels_per_class:
         split = restrict_to_k_per_class(split, ds.labels, cfg.labels_per_class, cfg.seed, ds.classes)

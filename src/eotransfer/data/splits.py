@@ -16,7 +16,7 @@ import numpy as np
 
 from eotransfer.errors import ConfigError, DataError
 
-SPLIT_KINDS = ("stratified", "k-per-class", "utm-zone", "lonlat-block")
+SPLIT_KINDS = ("stratified", "k-per-class", "utm-zone", "lonlat-block", "group")
 
 
 @dataclass
@@ -131,13 +131,16 @@ def spatial_block_split(
     val_fraction: float = 0.1,
     seed: int = 0,
     test_blocks: list[str] | None = None,
+    blocks: np.ndarray | None = None,
 ) -> Split:
     """Whole blocks (UTM zones or lon/lat cells) go to the test side until ``test_fraction`` is reached.
 
     ``test_blocks`` names the test blocks explicitly (e.g. ``['31N']``).  The validation set is
     also made of whole blocks when there are enough, so early stopping does not leak either.
+    ``blocks`` gives the block of each sample directly (``--split group``: xBD events, the
+    polygon a raster-vector patch came from), in which case ``lonlat`` is ignored.
     """
-    blocks = block_ids(lonlat, kind, block_deg)
+    blocks = np.asarray(blocks).astype(str) if blocks is not None else block_ids(lonlat, kind, block_deg)
     unique = np.unique(blocks)
     if len(unique) < 2:
         raise DataError(
@@ -213,6 +216,13 @@ def make_split(kind: str, labels: np.ndarray, lonlat: np.ndarray | None = None, 
         return spatial_block_split(
             lonlat, labels, kind, kw.get("block_deg", 1.0), kw.get("test_fraction", 0.3),
             kw.get("val_fraction", 0.1), seed, kw.get("test_blocks"),
+        )  # fmt: skip
+    if kind == "group":
+        if kw.get("groups") is None:
+            raise ConfigError("--split group: this data set has no groups (xBD events or raster-vector polygons)")
+        return spatial_block_split(
+            np.zeros((len(labels), 2)), labels, kind, 1.0, kw.get("test_fraction", 0.3), kw.get("val_fraction", 0.1),
+            seed, kw.get("test_blocks"), blocks=np.asarray(kw["groups"]),
         )  # fmt: skip
     raise ConfigError(f"--split: unknown split '{kind}'; choose one of {', '.join(SPLIT_KINDS)}")
 
