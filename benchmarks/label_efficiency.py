@@ -62,18 +62,54 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         w.writerows(rows)
 
 
-def verdict(summary: list[dict[str, Any]], columns: dict[float, str]) -> str:
-    """Per column: the best mean, and whether its 95 % interval clears the runner-up's."""
-    parts = []
+def verdict(rows: list[dict[str, Any]], summary: list[dict[str, Any]], columns: dict[float, str]) -> str:
+    """Which method wins: per column the best mean, whether its 95 % interval clears the runner-up's,
+    and in how many seeds it beat the runner-up on the same split (a paired count)."""
+
+    def disjoint(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        lo, hi = sorted((a, b), key=lambda s: s["mean"])
+        return bool(hi["mean"] - hi["ci95"] > lo["mean"] + lo["ci95"])
+
+    def short(method: str) -> str:
+        return method.split(" (")[0]
+
+    def seed_wins(x: float, m1: str, m2: str) -> str:
+        acc = {(r["method"], r["seed"]): r["overall_accuracy"] for r in rows if r["labels_per_class"] == x}
+        seeds = sorted({s for _, s in acc})
+        return f"{sum(acc[m1, s] > acc[m2, s] for s in seeds)}/{len(seeds)} seeds"
+
+    parts, best_methods, clear = [], set(), []
     for x, name in columns.items():
         col = sorted((s for s in summary if s["labels_per_class"] == x), key=lambda s: -s["mean"])
         best, second = col[0], col[1]
-        separated = best["mean"] - best["ci95"] > second["mean"] + second["ci95"]
+        best_methods.add(best["method"])
+        if disjoint(best, second):
+            clear.append(name)
         parts.append(
-            f"{name}: {best['method'].split(' (')[0]} {best['mean']:.3f} vs {second['method'].split(' (')[0]} "
-            f"{second['mean']:.3f} ({'intervals disjoint' if separated else 'intervals overlap'})"
+            f"{name}: {short(best['method'])} {best['mean']:.3f} vs {short(second['method'])} {second['mean']:.3f}, "
+            f"{'intervals disjoint' if disjoint(best, second) else 'intervals overlap'}, higher in "
+            f"{seed_wins(x, best['method'], second['method'])}"
         )
-    return "; ".join(parts)
+    if len(best_methods) == 1:
+        winner = next(iter(best_methods))
+        head = f"{short(winner)} has the best mean in every column"
+        head += "." if not clear else f"; its 95 % interval is disjoint from the runner-up's at {', '.join(clear)}."
+        if winner == BAND_STATS:
+            head += (
+                f" Neither network strategy, with a {BACKBONE} that has no pre-trained weights, beats per-band "
+                "spectra on this data."
+            )
+    else:
+        head = "The best method depends on the number of labels."
+    lp = [s for s in summary if s["method"] == METHODS["linear-probe"]]
+    ft = [s for s in summary if s["method"] == METHODS["finetune"]]
+    nets_differ = [columns[a["labels_per_class"]] for a, b in zip(lp, ft, strict=True) if disjoint(a, b)]
+    nets = (
+        "Linear-probe and finetune from scratch differ significantly only at: " + ", ".join(nets_differ) + "."
+        if nets_differ
+        else "Linear-probe and finetune from scratch cannot be told apart (intervals overlap in every column)."
+    )
+    return f"{head} {nets} Per column: " + "; ".join(parts) + "."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,9 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = open_dataset(args.data, bands="eurosat-ms")
+    ds = open_dataset(Path(args.data).resolve(), bands="eurosat-ms")
     n_classes = len(ds.classes)
-    print(f"EuroSAT-MS: {len(ds)} patches, {n_classes} classes, {len(ds.bands)} bands ({args.data})", flush=True)
+    print(
+        f"EuroSAT-MS: {len(ds)} patches, {n_classes} classes, {len(ds.bands)} bands ({Path(args.data).resolve()})",
+        flush=True,
+    )
 
     rows: list[dict[str, Any]] = []
     common: dict[str, Any] = {"backbone": BACKBONE, "weights": WEIGHTS, "progress": False, "verbose": False}
@@ -145,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     x_all = next(r["labels_per_class"] for r in rows if r["labels"] == "all")
     table = _table(summary).replace(f"{x_all} labels/class", f"all ({x_all:g}/class)")
     columns = {float(k): f"{k} labels/class" for k in LABELS if k != "all"} | {x_all: "all labels"}
-    n_test = {str(k): sorted({r["n_test"] for r in rows if r["labels"] == k}) for k in LABELS}
-    n_val = {str(k): sorted({r["n_val"] for r in rows if r["labels"] == k}) for k in LABELS}
+    n_test = ", ".join(
+        f"{k}: {'/'.join(str(n) for n in sorted({r['n_test'] for r in rows if r['labels'] == k}))}" for k in LABELS
+    )
+    n_val = ", ".join(
+        f"{k}: {'/'.join(str(n) for n in sorted({r['n_val'] for r in rows if r['labels'] == k}))}" for k in LABELS
+    )
+    params = "; ".join(f"`{s}`: " + ", ".join(f"{k} {v}" for k, v in p.items()) for s, p in STRATEGIES.items())
     cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/label_efficiency.py", *sys.argv[1:]])
     md = f"""# Label efficiency on EuroSAT-MS
 
@@ -156,7 +200,7 @@ Overall accuracy on the test patches, mean ± 95 % interval (Student's t) over {
 {table}
 
 - Splits: k labels/class = `labels_per_class=k` (k-per-class split; `val_per_class=1` for k ≥ 5, 0 for
-  k = 1), the test side is every other patch (n_test per column: {n_test}); "all" = stratified split,
+  k = 1), the test side is every other patch (test patches per column: {n_test}); "all" = stratified split,
   `test_fraction={TEST_FRACTION}`, `val_fraction=0.1` ({x_all:g} training labels per class on average).
   Validation patches per column: {n_val}. Test sets differ between columns, so compare rows within a column.
 - Every method of a column sees the same split for a given seed (checked). The band-statistics reference
@@ -164,8 +208,10 @@ Overall accuracy on the test patches, mean ± 95 % interval (Student's t) over {
   choosing the best epoch (with k = 1 there is no validation: the last epoch is kept).
 - Backbone {BACKBONE}, weights none (random initialisation): the linear probe trains a head on
   random-init features, and finetune from scratch is the scratch reference.
-- Strategy parameters (as in `eotransfer demo`): {STRATEGIES}; everything else default.
-- Best per column: {verdict(summary, columns)}.
+- Strategy parameters (as in `eotransfer demo`): {params}; everything else at its default.
+- Plot (`label_efficiency.png`): the rightmost point of each curve, at x = {x_all:g}, is the "all" column.
+
+**Which method wins.** {verdict(rows, summary, columns)}
 
 Command: `{cmd}`
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+# The tests run on two CPU cores shared with other work: with one intra-op thread a small convolution
+# takes ~0.2 ms, with two threads spin-waiting against a busy neighbour ~30 ms.  EOTRANSFER_TEST_THREADS
+# overrides it.
+torch.set_num_threads(int(os.environ.get("EOTRANSFER_TEST_THREADS", "1")))
 
 
 def _load_make_fixtures() -> ModuleType:

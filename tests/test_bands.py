@@ -184,5 +184,7 @@ def test_band_table_sentinel2_l1c() -> None:
 
 def test_band_table_sar_shows_c_band_and_all_sensors() -> None:
     assert "C-band" in band_table("sentinel1")
-    n_all = sum(len(sensor_bands(s)) for s in ("sentinel2-l1c", "sentinel2-l2a", "landsat8", "landsat7", "s1", "rgb", "rgbn"))
+    n_all = sum(
+        len(sensor_bands(s)) for s in ("sentinel2-l1c", "sentinel2-l2a", "landsat8", "landsat7", "s1", "rgb", "rgbn")
+    )
     assert len(band_table().splitlines()) == 1 + n_all

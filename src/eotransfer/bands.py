@@ -263,11 +263,10 @@ class BandSet:
             sensor: str | None = None
             found: list[Band] = []
             for item in (n.strip() for n in spec.split(",")):
-                if not item:
-                    continue
                 if ":" in item:
                     sensor, item = item.split(":", 1)
-                found.append(find_band(item, sensor))
+                if item:
+                    found.append(find_band(item.strip(), sensor))
             return cls(tuple(found))
         if "," in spec:
             return cls.from_names([n for n in spec.split(",") if n])

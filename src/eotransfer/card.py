@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +35,9 @@ def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_dir)`` then move ``tmp_dir`` onto ``target`` (replacing an older one)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    # not tempfile.mkdtemp: its folder is private (0700) and the model folder would stay so after the rename
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
     try:
         write(tmp)
         if target.exists():
@@ -52,11 +54,17 @@ def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary sibling, then rename it onto ``path`` (never half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    # not tempfile.mkstemp, whose file is private (0600): this one gets the umask's permissions
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "x") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _fmt(v: Any) -> str:

@@ -24,12 +24,11 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
+from affine import Affine
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "_generated"
@@ -73,7 +72,7 @@ def _write(path: Path, data: np.ndarray, crs: str, x: float, y: float, descripti
         "count": count,
         "dtype": data.dtype.name,
         "crs": crs,
-        "transform": from_origin(x, y, 10.0, 10.0),
+        "transform": Affine(10.0, 0.0, x, 0.0, -10.0, y),  # 10 m pixels, origin top-left
     }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
@@ -138,7 +137,9 @@ def main(out: Path = OUT) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(SEED)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")  # not mkdtemp, whose folder is private (0700)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
         write_eurosat_like(tmp / "eurosat_like", rng)
         write_bad(tmp / "bad", rng)

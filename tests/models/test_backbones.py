@@ -169,3 +169,22 @@ def test_weights_of_another_architecture_are_refused() -> None:
     arch = get_architecture("resnet18")
     with pytest.raises(WeightError, match="does not have"):
         load_into(build_network(arch, 3, 32), arch, src, S2, BGR, None)
+
+
+@pytest.mark.parametrize("name", ["convnext_atto", "vit_tiny_patch16_224"])
+def test_images_below_the_minimum_size_are_refused(name: str) -> None:
+    arch = get_architecture(name)
+    small = arch.min_img_size // 2
+    with pytest.raises(
+        ConfigError, match=f"needs images of at least {arch.min_img_size} px, the data's are {small} px"
+    ):
+        create_backbone(name, BGR, img_size=small, verbose=False)
+    assert create_backbone(name, BGR, img_size=arch.min_img_size, verbose=False).num_features > 0
+
+
+def test_convnext_minimum_size_is_real() -> None:
+    net = build_network(get_architecture("convnext_atto"), 3).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 320)
+        with pytest.raises(RuntimeError):
+            net(torch.zeros(1, 3, 16, 16))  # what users would see without the check

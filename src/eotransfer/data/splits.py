@@ -168,6 +168,8 @@ def spatial_block_split(
         for b in rest_blocks:
             if np.isin(blocks, list(val_blocks)).sum() >= val_fraction * (~is_test).sum():
                 break
+            if len(val_blocks) >= len(rest_blocks) - 1:
+                break  # keep at least one block for training, whatever the validation fraction
             val_blocks.add(str(b))
     is_val = np.isin(blocks, list(val_blocks))
     train = np.flatnonzero(~is_test & ~is_val)

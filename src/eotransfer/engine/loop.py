@@ -55,6 +55,20 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def train_mode(model: nn.Module, trainable: set[int]) -> None:
+    """Put ``model`` in training mode, except the submodules whose parameters are all frozen.
+
+    A frozen part (the backbone of a linear probe with augmentation, say) stays in eval mode, so
+    its BatchNorm running statistics are not updated and its dropout stays off: frozen means
+    unchanged, buffers included.
+    """
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(id(p) in trainable for p in params):
+            module.eval()
+
+
 def _epoch_generator(seed: int, phase: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, phase, epoch]).generate_state(1)[0]))
 
@@ -172,7 +186,7 @@ class Engine:
                     optimizer.step()
                     losses.append(float(loss.detach()))
             else:
-                model.train()
+                train_mode(model, trainable)
                 for batch in self._loader(train, order, batch_size):
                     x, y = batch["image"], batch["label"]
                     if phase.augment:

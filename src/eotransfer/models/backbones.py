@@ -32,6 +32,7 @@ class Architecture:
     family: str
     needs_img_size: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    min_img_size: int = 1  # smallest input side the network can take (its total downsampling)
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -45,22 +46,24 @@ def register_architecture(arch: Architecture) -> Architecture:
 _RESNET_STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 for _name in ("resnet18", "resnet34", "resnet50"):
     register_architecture(Architecture(_name, _name, "conv1.weight", _RESNET_STAGES, "resnet"))
+# ConvNeXt needs 32 px at least: a 4x4 stem and three 2x2 downsampling convolutions without padding.
 for _name in ("convnext_atto", "convnext_tiny"):
     register_architecture(
         Architecture(
-            _name, _name, "stem.0.weight", ("stem", "stages.0", "stages.1", "stages.2", "stages.3"), "convnext"
+            _name, _name, "stem.0.weight", ("stem", "stages.0", "stages.1", "stages.2", "stages.3"), "convnext",
+            min_img_size=32,
         )
-    )
+    )  # fmt: skip
 register_architecture(
     Architecture(
         "vit_small_patch16_224", "vit_small_patch16_224", "patch_embed.proj.weight",
-        ("patch_embed", *(f"blocks.{i}" for i in range(12)), "norm"), "vit", needs_img_size=True,
+        ("patch_embed", *(f"blocks.{i}" for i in range(12)), "norm"), "vit", needs_img_size=True, min_img_size=16,
     )
 )  # fmt: skip
 register_architecture(
     Architecture(
         "vit_tiny_patch16_224", "vit_tiny_patch16_224", "patch_embed.proj.weight",
-        ("patch_embed", *(f"blocks.{i}" for i in range(12)), "norm"), "vit", needs_img_size=True,
+        ("patch_embed", *(f"blocks.{i}" for i in range(12)), "norm"), "vit", needs_img_size=True, min_img_size=16,
     )
 )  # fmt: skip
 
@@ -159,6 +162,11 @@ def create_backbone(
     from eotransfer.models.weights import resolve_weights
 
     arch = get_architecture(name)
+    if img_size is not None and img_size < arch.min_img_size:
+        raise ConfigError(
+            f"--backbone {name}: needs images of at least {arch.min_img_size} px, the data's are {img_size} px; "
+            "choose another --backbone (resnet18 takes any size) or larger chips (--patch-size)"
+        )
     torch.manual_seed(seed)
     module = build_network(arch, len(bands), img_size)
     num_features = int(module.num_features)  # type: ignore[arg-type]
