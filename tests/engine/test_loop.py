@@ -68,8 +68,15 @@ def tiny_model(ds: EODataset, normalizer: Normalizer, seed: int = 0, batchnorm: 
 
 
 def engine(checkpoint_dir: Path | None = None, resume: bool = False, chash: str = "h") -> Engine:
-    cfg = EngineConfig(seed=0, accelerator="cpu", progress=False, checkpoint_dir=checkpoint_dir, resume=resume,
-                       config_hash=chash)  # fmt: skip
+    cfg = EngineConfig(
+        seed=0,
+        accelerator="cpu",
+        progress=False,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        config_hash=chash,
+        checkpoint_interval_s=0.0,
+    )  # fmt: skip  (a checkpoint every epoch)
     return Engine(cfg)
 
 
@@ -291,3 +298,16 @@ def test_augment_batch_is_dihedral_and_seeded() -> None:
         variants += [torch.flip(v, dims=(-1,)) for v in variants]
         assert any(torch.equal(a[i], v) for v in variants)
     assert not torch.equal(a, x)
+
+
+def test_checkpoints_are_rate_limited(
+    ds: EODataset, normalizer: Normalizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default interval, cheap epochs are not each written: first and last epoch of the phase only."""
+    saved: list[int] = []
+    monkeypatch.setattr(loop, "atomic_torch_save", lambda obj, path: saved.append(int(obj["epoch"])))
+    cfg = EngineConfig(seed=0, accelerator="cpu", progress=False, checkpoint_dir=tmp_path, config_hash="h",
+                       checkpoint_interval_s=3600.0)  # fmt: skip
+    strategy = LinearProbe(LinearProbeParams(epochs=6, patience=0))
+    Engine(cfg).fit(tiny_model(ds, normalizer), strategy, Subset(ds, TRAIN), Subset(ds, VAL))
+    assert saved == [0, 5]

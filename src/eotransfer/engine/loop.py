@@ -41,6 +41,9 @@ class EngineConfig:
     progress: bool = True
     num_workers: int = 0
     eval_batch_size: int = 128
+    #: write a checkpoint at most this often (and always after the first and last epoch of a phase),
+    #: so that cheap epochs (a head on cached features) are not dominated by checkpoint writes
+    checkpoint_interval_s: float = 30.0
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -163,6 +166,7 @@ class Engine:
             best_state = resumed["best_state"]
             bad_epochs = int(resumed["bad_epochs"])
         n = len(train)  # type: ignore[arg-type]
+        last_save = time.perf_counter()
         bar = tqdm(range(start_epoch, phase.epochs), desc=f"{strategy.name}:{phase.name}", disable=not cfg.progress,
                    leave=False, dynamic_ncols=True)  # fmt: skip
         for epoch in bar:
@@ -224,7 +228,14 @@ class Engine:
             history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_accuracy")})
             stop = strategy.params.patience and bad_epochs >= strategy.params.patience
-            if ckpt_path is not None and fabric.is_global_zero:
+            due = (
+                epoch == start_epoch
+                or stop
+                or epoch == phase.epochs - 1
+                or time.perf_counter() - last_save >= cfg.checkpoint_interval_s
+            )
+            if ckpt_path is not None and fabric.is_global_zero and due:
+                last_save = time.perf_counter()
                 atomic_torch_save(
                     {"config_hash": cfg.config_hash, "phase": pi, "epoch": epoch if not stop else phase.epochs - 1,
                      "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_score": list(best_score),
