@@ -229,3 +229,15 @@ def test_make_split_dispatch(fixture_lonlat: tuple[np.ndarray, np.ndarray]) -> N
     assert np.array_equal(make_split("stratified", labels, seed=3).test, stratified_split(labels, seed=3).test)
     with pytest.raises(ConfigError, match="--split: unknown split 'random'"):
         make_split("random", labels)
+
+
+def test_restrict_to_k_per_class_uses_every_training_sample_it_may() -> None:
+    """On a spatial split, k shots need only k training samples per class (no test sample is carved there)."""
+    from eotransfer.data.splits import Split, restrict_to_k_per_class
+
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    split = Split(np.array([0, 1, 3, 4]), np.zeros(0, dtype=np.int64), np.array([2, 5, 6, 7]))
+    sub = restrict_to_k_per_class(split, labels, 2, seed=0)
+    assert sorted(sub.train.tolist()) == [0, 1, 3, 4] and sub.test.tolist() == [2, 5, 6, 7]
+    with pytest.raises(DataError, match="on the training side of the split"):
+        restrict_to_k_per_class(split, labels, 3, seed=0)

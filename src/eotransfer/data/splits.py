@@ -70,7 +70,12 @@ def stratified_split(labels: np.ndarray, test_fraction: float = 0.3, val_fractio
 
 
 def k_per_class_split(
-    labels: np.ndarray, k: int, seed: int = 0, val_per_class: int = 0, classes: list[str] | None = None
+    labels: np.ndarray,
+    k: int,
+    seed: int = 0,
+    val_per_class: int = 0,
+    classes: list[str] | None = None,
+    min_test: int = 1,
 ) -> Split:
     """``k`` labelled samples per class for training (and ``val_per_class`` for validation); the rest is test.
 
@@ -85,13 +90,15 @@ def k_per_class_split(
     test: list[int] = []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        need = k + val_per_class + 1
+        need = k + val_per_class + min_test
         if len(idx) < need:
             name = classes[c] if classes else str(c)
+            where = "" if min_test else " on the training side of the split"
             raise DataError(
-                f"--labels-per-class: class '{name}' has {len(idx)} samples, fewer than the {k} shots"
-                f"{f' + {val_per_class} validation' if val_per_class else ''} + 1 test sample asked for; "
-                f"lower --labels-per-class to at most {len(idx) - val_per_class - 1}"
+                f"--labels-per-class: class '{name}' has {len(idx)} samples{where}, fewer than the {k} shots"
+                f"{f' + {val_per_class} validation' if val_per_class else ''}"
+                f"{f' + {min_test} test sample' if min_test else ''} asked for; "
+                f"lower --labels-per-class to at most {max(len(idx) - val_per_class - min_test, 0)}"
             )
         val.extend(idx[:val_per_class])
         train.extend(idx[val_per_class : val_per_class + k])
@@ -233,8 +240,14 @@ def restrict_to_k_per_class(
     split: Split, labels: np.ndarray, k: int, seed: int = 0, classes: list[str] | None = None
 ) -> Split:
     """Keep ``k`` labelled training samples per class of a (spatial) split; validation and test unchanged."""
-    sub = k_per_class_split(labels[split.train], k, seed, 0, classes) if len(split.train) else None
-    if sub is None:
+    if not len(split.train):
         raise DataError("the training side of the split is empty; use a smaller --test-fraction")
+    absent = sorted(set(np.unique(labels)) - set(np.unique(labels[split.train])))
+    if absent:
+        import warnings
+
+        names = [classes[c] if classes else str(c) for c in absent]
+        warnings.warn(f"class(es) {', '.join(names)} have no sample on the training side of the split", stacklevel=2)
+    sub = k_per_class_split(labels[split.train], k, seed, 0, classes, min_test=0)
     train = split.train[np.concatenate([sub.train])]
     return Split(np.sort(train), split.val, split.test, {**split.info, "k": k})
