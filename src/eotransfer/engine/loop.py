@@ -111,6 +111,18 @@ class Engine:
         model.to(self.fabric.device)
         return self._forward_all(model, ds)
 
+    def _step(
+        self, strategy: Strategy, model: nn.Module, forward: nn.Module, x: torch.Tensor, y: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+    ) -> float:  # fmt: skip
+        """One optimisation step of ``strategy``'s loss on ``forward(x)`` (the head alone, or the model)."""
+        with self.fabric.autocast():
+            loss = strategy.loss(model, forward(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        self.fabric.backward(loss)
+        optimizer.step()
+        return float(loss.detach())
+
     # -- the loop -------------------------------------------------------------------------------
     def fit(
         self, model: nn.Module, strategy: Strategy, train: Dataset[Any], val: Dataset[Any] | None
@@ -183,12 +195,7 @@ class Engine:
                 for s in range(0, len(order), batch_size):
                     idx = torch.from_numpy(order[s : s + batch_size])
                     x, y = feats_train[idx].to(fabric.device), y_train[idx].to(fabric.device)
-                    with fabric.autocast():
-                        loss = strategy.loss(model, head(x), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    fabric.backward(loss)
-                    optimizer.step()
-                    losses.append(float(loss.detach()))
+                    losses.append(self._step(strategy, model, head, x, y, optimizer))
             else:
                 train_mode(model, trainable)
                 for batch in self._loader(train, order, batch_size):
@@ -198,12 +205,7 @@ class Engine:
                     x, y = x.to(fabric.device), y.to(fabric.device)
                     if len(y) < 2 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
                         continue  # BatchNorm cannot train on a single sample
-                    with fabric.autocast():
-                        loss = strategy.loss(model, model(x), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    fabric.backward(loss)
-                    optimizer.step()
-                    losses.append(float(loss.detach()))
+                    losses.append(self._step(strategy, model, model, x, y, optimizer))
             row: dict[str, Any] = {"phase": phase.name, "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                                    "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
             if val is not None and len(val):  # type: ignore[arg-type]
