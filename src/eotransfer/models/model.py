@@ -31,8 +31,10 @@ class Normalize(nn.Module):
         self.scale.copy_(torch.from_numpy(np.asarray(scale, dtype=np.float32)).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.center) / self.scale
-        return torch.where(torch.isnan(x), torch.zeros_like(x), x)
+        # one new tensor, then in place: a fresh full-size tensor per op cost 2-4 % of a CPU forward
+        # (benchmarks/results/throughput.md); in-place ops on the difference keep autograd valid
+        out = (x - self.center).div_(self.scale)
+        return out.nan_to_num_(nan=0.0, posinf=float("inf"), neginf=float("-inf"))
 
 
 class EOClassifier(nn.Module):
