@@ -119,7 +119,7 @@ def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | Non
     ``options`` are :class:`FitConfig` fields; ``strategy_params`` (or any other keyword) are the
     strategy's own parameters.  ``data`` may be an already opened :class:`EODataset`.
     """
-    from eotransfer.models.backbones import create_backbone
+    from eotransfer.models.backbones import create_backbone, get_architecture
     from eotransfer.models.model import EOClassifier
 
     t0 = time.perf_counter()
@@ -133,8 +133,6 @@ def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | Non
     validate_params(cfg)
     strategy_cls = get_strategy(cfg.strategy)
     strategy = strategy_cls(make_params(strategy_cls, sparams))
-    from eotransfer.models.backbones import get_architecture
-
     get_architecture(cfg.backbone)  # an unknown name fails before any data is read
     if ds is None:
         ds = load_data(cfg)
@@ -230,11 +228,18 @@ def evaluate(model_dir: str | Path, data: str | Path | EODataset, **options: Any
         ds = load_data(cfg)
     _check_classes_and_bands(saved.classes, saved.bands.keys, ds)
     indices = np.arange(len(ds)) if "split" not in options else make_fit_split(cfg, ds).test
-    sub = Subset(ds, indices)
-    images = np.stack([sub[i]["image"].numpy() for i in range(len(sub))])
-    probs = saved.predict_proba(images)
+    probs = predict_samples(saved, ds, indices)
     label_map = np.array([saved.classes.index(c) for c in ds.classes])
     return classification_metrics(label_map[ds.labels[indices]], probs.argmax(1), saved.classes)
+
+
+def predict_samples(saved: Any, ds: EODataset, indices: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities of the samples ``indices``, read and predicted a batch at a time."""
+    chunks = [
+        saved.predict_proba(np.stack([ds[int(i)]["image"].numpy() for i in indices[s : s + batch_size]]))
+        for s in range(0, len(indices), batch_size)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, len(saved.classes)), dtype=np.float32)
 
 
 def _check_classes_and_bands(model_classes: list[str], model_bands: list[str], ds: EODataset) -> None:
@@ -273,20 +278,18 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
             band_indices=band_indices, overlap=float(options.get("overlap", 0.5)), scale=scale, offset=offset,
             preview_png=Path(out).with_suffix(".png"), progress=bool(options.get("progress", True)), nodata=nodata,
         )  # fmt: skip
-    cfg = FitConfig(data=str(src), bands=",".join(saved.bands.keys), nodata=options.get("nodata", "error"),
-                    format=options.get("format"), scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)))  # fmt: skip
     flat = src.is_dir() and not any(d.is_dir() for d in src.iterdir())
-    ds = open_dataset(src, format=cfg.format, bands=cfg.bands, nodata=cfg.nodata, scale=cfg.scale, offset=cfg.offset,
-                      unlabelled=flat)  # fmt: skip
+    ds = open_dataset(
+        src, format=options.get("format"), bands=",".join(saved.bands.keys), nodata=options.get("nodata", "error"),
+        scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)), unlabelled=flat,
+    )  # fmt: skip
     rows = ["file," + ",".join(["predicted", *[f"p_{c}" for c in saved.classes]])]
     counts: dict[str, int] = {}
-    for s in range(0, len(ds), 256):
-        idx = range(s, min(s + 256, len(ds)))
-        probs = saved.predict_proba(np.stack([ds[i]["image"].numpy() for i in idx]))
-        for i, p in zip(idx, probs, strict=True):
-            cls = saved.classes[int(p.argmax())]
-            counts[cls] = counts.get(cls, 0) + 1
-            rows.append(f"{ds.sources[i]},{cls}," + ",".join(f"{v:.5f}" for v in p))
+    probs = predict_samples(saved, ds, np.arange(len(ds)))
+    for i, p in enumerate(probs):
+        cls = saved.classes[int(p.argmax())]
+        counts[cls] = counts.get(cls, 0) + 1
+        rows.append(f"{ds.sources[i]},{cls}," + ",".join(f"{v:.5f}" for v in p))
     atomic_write_text(Path(out), "\n".join(rows) + "\n")
     return {"path": str(out), "n": len(ds), "predicted": counts}
 

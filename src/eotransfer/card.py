@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from eotransfer import __version__
 from eotransfer.bands import BandSet
+from eotransfer.data.normalization import Normalizer
 from eotransfer.errors import DataError, WeightError
 from eotransfer.models.weights import CARD_FILE, WEIGHT_FILE
 
@@ -97,13 +98,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         "| # | band | λ nm | centre | scale |",
         "|---|---|---|---|---|",
     ]
-    norm = card["normalization"]
-    center = norm["mean"] if norm.get("method", "standard") == "standard" else norm["p02"]
-    scale = (
-        norm["std"]
-        if norm.get("method", "standard") == "standard"
-        else [b - a for a, b in zip(norm["p02"], norm["p98"], strict=True)]
-    )
+    center, scale = Normalizer.from_dict(card["normalization"]).center_scale()  # what the model applies
     for i, b in enumerate(card["bands"]):
         lines.append(
             f"| {i} | {b['sensor']}:{b['name']} ({b['common_name']}) | {b['wavelength_nm']:.0f} | {center[i]:.4g} | {scale[i]:.4g} |"

@@ -78,14 +78,15 @@ class Normalizer:
         return cls(bands.keys, mean.astype(np.float32), std.astype(np.float32), p02.astype(np.float32),
                    p98.astype(np.float32), method, len(chosen))  # fmt: skip
 
-    def _center_scale(self) -> tuple[np.ndarray, np.ndarray]:
+    def center_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """The per-band values subtracted and divided by: mean/std, or p02/(p98 - p02)."""
         if self.method == "percentile":
             return self.p02, np.maximum(self.p98 - self.p02, 1e-6)
         return self.mean, self.std
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise a C×H×W or N×C×H×W tensor; NaN (masked) pixels become 0."""
-        center, scale = self._center_scale()
+        center, scale = self.center_scale()
         shape = (-1, 1, 1)
         c = torch.as_tensor(center, dtype=x.dtype, device=x.device).view(shape)
         s = torch.as_tensor(scale, dtype=x.dtype, device=x.device).view(shape)

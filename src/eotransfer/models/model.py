@@ -26,7 +26,7 @@ class Normalize(nn.Module):
         self.register_buffer("scale", torch.ones(1, n_bands, 1, 1))
 
     def set_from(self, normalizer: Normalizer) -> None:
-        center, scale = normalizer._center_scale()
+        center, scale = normalizer.center_scale()
         self.center.copy_(torch.from_numpy(np.asarray(center, dtype=np.float32)).view(1, -1, 1, 1))
         self.scale.copy_(torch.from_numpy(np.asarray(scale, dtype=np.float32)).view(1, -1, 1, 1))
 

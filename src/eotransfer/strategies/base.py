@@ -91,6 +91,12 @@ class Strategy:
         return nn.functional.cross_entropy(logits, labels)
 
 
+def head_phase(model: nn.Module, epochs: int, lr: float, augment: bool = False) -> Phase:
+    """Train only the new head; without augmentation the backbone's features are computed once."""
+    head = list(model.head.parameters())  # type: ignore[union-attr]
+    return Phase("head", epochs, [{"params": head, "lr": lr}], frozen_backbone=not augment, augment=augment)
+
+
 STRATEGIES: dict[str, type[Strategy]] = {}
 
 

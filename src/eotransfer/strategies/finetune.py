@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from eotransfer.strategies.base import CommonParams, Phase, Strategy, param, register_strategy
+from eotransfer.strategies.base import CommonParams, Phase, Strategy, head_phase, param, register_strategy
 
 
 @dataclass
@@ -34,11 +34,7 @@ class Finetune(Strategy):
         p = self.params
         head = list(model.head.parameters())  # type: ignore[union-attr]
         backbone = list(model.backbone.parameters())  # type: ignore[union-attr]
-        phases = []
-        if p.head_epochs:
-            phases.append(
-                Phase("head", p.head_epochs, [{"params": head, "lr": p.head_lr}], frozen_backbone=True, augment=False)
-            )
+        phases = [head_phase(model, p.head_epochs, p.head_lr)] if p.head_epochs else []
         groups = [{"params": head, "lr": p.lr}, {"params": backbone, "lr": p.lr * p.backbone_lr_factor}]
         phases.append(Phase("end-to-end", p.epochs, groups, augment=p.augment))
         return phases

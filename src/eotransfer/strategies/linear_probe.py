@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from eotransfer.strategies.base import CommonParams, Phase, Strategy, param, register_strategy
+from eotransfer.strategies.base import CommonParams, Phase, Strategy, head_phase, param, register_strategy
 
 
 @dataclass
@@ -28,8 +28,4 @@ class LinearProbe(Strategy):
     summary = "frozen backbone, new linear head"
 
     def phases(self, model: nn.Module) -> list[Phase]:
-        p = self.params
-        head = list(model.head.parameters())  # type: ignore[union-attr]
-        return [
-            Phase("head", p.epochs, [{"params": head, "lr": p.lr}], frozen_backbone=not p.augment, augment=p.augment)
-        ]
+        return [head_phase(model, self.params.epochs, self.params.lr, self.params.augment)]

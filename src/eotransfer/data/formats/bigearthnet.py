@@ -100,11 +100,9 @@ class BigEarthNetDataset(EODataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.patch_names = [d.name for d in self.patch_dirs]
 
-    def check_classes(self) -> None:
-        """Multi-label: a class need only appear among some patch's labels, not as its first one."""
-        empty = [c for c, n in zip(self.classes, self.multilabels.sum(axis=0), strict=True) if n == 0]
-        if empty:
-            raise DataError(f"{self.root}: class(es) {', '.join(empty)} have no samples")
+    def class_counts(self) -> dict[str, int]:
+        """Multi-label: patches carrying each class among their labels (not only as the first one)."""
+        return {c: int(n) for c, n in zip(self.classes, self.multilabels.sum(axis=0), strict=True)}
 
     def _band_path(self, d: Path, band: str) -> Path:
         path = d / f"{d.name}_{band}.tif"
