@@ -51,7 +51,10 @@ class FitConfig:
     offset: float = param(0.0, "then add this")
     nodata: str = param("error", "NaN/nodata pixels: error | mask", choices=("error", "mask"))
     normalization: str = param(
-        "standard", "per-band normalisation: standard | percentile", choices=("standard", "percentile")
+        "auto",
+        "per-band normalisation: auto (the pre-trained weights' own statistics when they cover the data's bands, "
+        "else standard) | standard | percentile (both from the training split)",
+        choices=("auto", "standard", "percentile"),
     )
     split: str = param("stratified", "split: " + " | ".join(SPLIT_KINDS), choices=SPLIT_KINDS)
     labels_per_class: int | None = param(None, "labelled training samples per class (few-shot); rest is test", 1, 10**7)
@@ -113,6 +116,18 @@ def make_fit_split(cfg: FitConfig, ds: EODataset) -> Split:
     return split
 
 
+def choose_normalizer(cfg: Any, ds: EODataset, train: np.ndarray, weights_norm: dict[str, Any] | None) -> Normalizer:
+    """The weights' own statistics under ``auto`` when they name every data band; else fitted on ``train``.
+
+    Self-supervised weights learnt their features (and BatchNorm statistics) on inputs scaled by
+    their pool's statistics; a few labelled samples give a noisier estimate of the same thing.
+    """
+    if cfg.normalization == "auto" and weights_norm and set(ds.bands.keys) <= set(weights_norm.get("bands", [])):
+        return Normalizer.from_dict(weights_norm).subset(ds.bands.keys)
+    method = "standard" if cfg.normalization == "auto" else cfg.normalization
+    return Normalizer.fit(ds.checked_read, train, ds.bands, method, seed=cfg.seed)
+
+
 def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | None = None, **options: Any) -> FitResult:
     """Adapt a backbone to a labelled data set with one strategy; evaluate; optionally save.
 
@@ -137,9 +152,9 @@ def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | Non
     if ds is None:
         ds = load_data(cfg)
     split = make_fit_split(cfg, ds)
-    normalizer = Normalizer.fit(ds.checked_read, split.train, ds.bands, cfg.normalization, seed=cfg.seed)
     img_size = int(ds.checked_read(int(split.train[0])).shape[-1])
     backbone = create_backbone(cfg.backbone, ds.bands, cfg.weights, cfg.band_policy, img_size, cfg.seed, cfg.verbose)
+    normalizer = choose_normalizer(cfg, ds, split.train, backbone.weights.get("normalization"))
     model = EOClassifier(backbone.module, backbone.num_features, len(ds.classes), len(ds.bands))
     torch.manual_seed(cfg.seed)
     model.head.reset_parameters()
@@ -154,7 +169,8 @@ def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | Non
     chash = config_hash({"fit": settings, "strategy": dataclasses.asdict(strategy.params)})
     ckpt_dir = out.with_name(f".{out.name}.checkpoints") if out else None
     engine = Engine(EngineConfig(seed=cfg.seed, accelerator=cfg.accelerator, devices=cfg.devices, checkpoint_dir=ckpt_dir,
-                                 resume=cfg.resume, config_hash=chash, progress=cfg.progress))  # fmt: skip
+                                 resume=cfg.resume, config_hash=chash, progress=cfg.progress,
+                                 run_kind=f"fit:{strategy.name}"))  # fmt: skip
     train, val, test = Subset(ds, split.train), Subset(ds, split.val), Subset(ds, split.test)
     history = engine.fit(model, strategy, train, val if len(split.val) else None)
 
@@ -201,7 +217,10 @@ def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | Non
 
 
 def history_csv(history: list[dict[str, Any]]) -> str:
-    keys = ["phase", "epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
+    """The per-epoch history as CSV: the usual columns first, then whatever a strategy's monitor added."""
+    first = ["phase", "epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"]
+    keys = [k for k in first if any(k in row for row in history)] or first
+    keys += sorted({k for row in history for k in row} - set(keys))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()

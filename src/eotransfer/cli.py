@@ -45,6 +45,14 @@ def _strategy_param_classes() -> list[type]:
     return [cls.Params for cls in STRATEGIES.values()]
 
 
+def _method_param_classes() -> list[type]:
+    from eotransfer import pretrain
+    from eotransfer.pretrain.base import METHODS
+
+    pretrain.load_all()
+    return [cls.Params for cls in METHODS.values()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from eotransfer.api import FitConfig
 
@@ -59,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     params = fit.add_argument_group("strategy parameters (each applies to the strategies that declare it)")
     for cls in _strategy_param_classes():
         _add_dataclass_options(params, cls, seen)  # type: ignore[arg-type]
+
+    pre = sub.add_parser("pretrain", help="self-supervised pre-training of a backbone on unlabelled imagery")
+    pre.add_argument(
+        "data", nargs="?", help="unlabelled pool: data sets, folders, .npz packs or rasters, comma-separated"
+    )
+    pre.add_argument("--config", help="YAML file with the same keys as the options")
+    from eotransfer.pretrain.run import PretrainConfig
+
+    seen_pre: set[str] = set()
+    _add_dataclass_options(pre, PretrainConfig, seen_pre)
+    mgroup = pre.add_argument_group("method parameters (each applies to the methods that declare it)")
+    for mcls in _method_param_classes():
+        _add_dataclass_options(mgroup, mcls, seen_pre)  # type: ignore[arg-type]
 
     ev = sub.add_parser("evaluate", help="score a saved model on labelled data")
     ev.add_argument("model", help="model directory")
@@ -106,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-root", help="folder holding eurosat-ms/ and landsat8-scene/ (default: ../shared/data)")
     demo.add_argument("--out", default="demo-output", help="output folder")
     demo.add_argument("--seeds", type=int, default=5)
+    exp = sub.add_parser("export", help="export a saved model to ONNX/TorchScript, checked against PyTorch")
+    exp.add_argument("model", help="model directory")
+    exp.add_argument("--out", required=True, help="output folder (written atomically)")
+    exp.add_argument("--format", default="onnx,torchscript", help="comma-separated: onnx, torchscript")
+    exp.add_argument("--check-data", help="data set whose patches check the export (default: random inputs)")
+    exp.add_argument("--check-bands", help="the check data's bands (default: the model's)")
+    exp.add_argument("--n-check", type=int, default=32, help="patches in the parity check")
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset")
     return parser
 
 
@@ -126,17 +155,29 @@ def _load_yaml(path: str) -> dict[str, Any]:
     return flat
 
 
-def _cmd_fit(args: argparse.Namespace) -> int:
-    from eotransfer.api import fit
-
+def _config_values(args: argparse.Namespace) -> dict[str, Any]:
+    """``--config`` YAML, overridden by the options given on the command line."""
     values = _load_yaml(args.config) if args.config else {}
-    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config", "data")}
-    values.update(cli)
+    values.update({k: v for k, v in vars(args).items() if k not in ("command", "config", "data")})
     if args.data:
         values["data"] = args.data
     if not values.get("data"):
-        raise ConfigError("fit: give the data set path (positional) or `data:` in --config")
-    result = fit(**values)
+        raise ConfigError(f"{args.command}: give the data path (positional) or `data:` in --config")
+    return values
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from eotransfer.pretrain.run import pretrain
+
+    result = pretrain(**_config_values(args))
+    print(f"backbone written to {result.out} (use --weights {result.out})")
+    return 0
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from eotransfer.api import fit
+
+    result = fit(**_config_values(args))
     test = result.metrics.get("test", {})
     print(
         f"test overall accuracy {test.get('overall_accuracy', float('nan')):.3f}, macro-F1 {test.get('macro_f1', float('nan')):.3f}"
@@ -165,6 +206,15 @@ def _cmd_backbones() -> int:
     print("architectures (timm):")
     for a in ARCHITECTURES.values():
         print(f"  {a.name:<24} family={a.family:<9} first layer={a.first_conv}")
+    from eotransfer.models.catalogue import local_catalogue
+
+    print("\nlocal catalogue (--weights eotransfer:NAME; pre-trained with `eotransfer pretrain`):")
+    for r in local_catalogue() or [{"name": "(empty)"}]:
+        if "arch" in r:
+            print(f"  {r['name']:<40} {r['where']:<8} model={r['arch']!s:<14} bands={r['n_bands']:<3} method={r['method']} "
+                  f"data={r['data']} monitor={json.dumps(r['monitor'])}")  # fmt: skip
+        else:
+            print(f"  {r['name']}")
     print("\nTorchGeo weights (--weights NAME; downloaded with checksum into the cache):")
     for row in torchgeo_catalogue():
         print(f"  {row['name']:<52} model={row['model']!s:<28} in_chans={row['in_chans']!s:<4} {row['bands']}")
@@ -187,6 +237,8 @@ def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "fit":
         return _cmd_fit(args)
+    if args.command == "pretrain":
+        return _cmd_pretrain(args)
     if args.command == "evaluate":
         from eotransfer.api import evaluate
         from eotransfer.engine.metrics import metrics_table
@@ -210,6 +262,14 @@ def run(argv: list[str] | None = None) -> int:
         from eotransfer.demo import run_demo
 
         return run_demo(args.data_root, args.out, args.seeds)
+    if args.command == "export":
+        from eotransfer.export import export_model, parity_table
+
+        report = export_model(args.model, args.out, args.format, args.check_data, args.check_bands, args.n_check,
+                              args.opset)  # fmt: skip
+        print(parity_table(report))
+        print(f"export written to {report['path']}")
+        return 0
     return 2
 
 

@@ -176,6 +176,8 @@ def open_dataset(path: str | Path, format: str | None = None, **kwargs: Any) -> 
     if format is None:
         if p.is_dir() and (p / "images").is_dir() and (p / "labels").is_dir():
             format = "xbd"
+        elif p.is_file() and p.suffix.lower() == ".npz":
+            format = "packed"
         elif p.is_file() and kwargs.get("vector"):
             format = "raster-vector"
         elif p.is_dir() and any(next((d for d in sorted(p.iterdir()) if d.is_dir()), p).glob("*_labels_metadata.json")):
@@ -184,6 +186,8 @@ def open_dataset(path: str | Path, format: str | None = None, **kwargs: Any) -> 
             format = "folder"
         else:
             raise DataError(f"{p}: cannot tell the data format; pass --format ({', '.join(sorted(FORMATS))})")
+    if format in formats.UNAVAILABLE:
+        raise ConfigError(f"--format: the '{format}' format {formats.UNAVAILABLE[format]}")
     if format not in FORMATS:
         raise ConfigError(f"--format: unknown data format '{format}'" + did_you_mean(format, FORMATS))
     ds = FORMATS[format](p, **kwargs)  # type: ignore[arg-type]

@@ -103,6 +103,16 @@ class Normalizer:
             "p98": [float(v) for v in self.p98],
         }
 
+    def subset(self, keys: Sequence[str]) -> Normalizer:
+        """The statistics of the bands ``keys``, in that order (a model's inputs from pre-trained weights' statistics)."""
+        missing = [k for k in keys if k not in self.bands]
+        if missing:
+            raise DataError(f"normalisation: no statistics for band(s) {', '.join(missing)}")
+        idx = [self.bands.index(k) for k in keys]
+        return Normalizer(
+            list(keys), self.mean[idx], self.std[idx], self.p02[idx], self.p98[idx], self.method, self.n_samples
+        )
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
         arr = {k: np.asarray(d[k], dtype=np.float32) for k in ("mean", "std", "p02", "p98")}

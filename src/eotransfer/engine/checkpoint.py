@@ -32,8 +32,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             os.unlink(tmp)
 
 
-def load_checkpoint(path: Path, expected_hash: str) -> dict[str, Any]:
-    """Load a checkpoint and check it belongs to this configuration."""
+def load_checkpoint(path: Path, expected_hash: str, kind: str = "") -> dict[str, Any]:
+    """Load a checkpoint and check it belongs to this kind of run (``fit:finetune``, ``pretrain:moco``) and configuration."""
     if not path.is_file():
         raise CheckpointError(f"--resume: no checkpoint at {path}; run without --resume to start afresh")
     try:
@@ -42,6 +42,11 @@ def load_checkpoint(path: Path, expected_hash: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it and start afresh"
         ) from None
+    if kind and state.get("kind", kind) != kind:
+        raise CheckpointError(
+            f"--resume: {path} holds a '{state.get('kind')}' run, not '{kind}'; resume with the same method and "
+            "strategy, or use a new --out folder"
+        )
     if state.get("config_hash") != expected_hash:
         raise CheckpointError(
             f"--resume: {path} was written by a different configuration (hash {state.get('config_hash')} vs "

@@ -38,6 +38,8 @@ class EngineConfig:
     checkpoint_dir: Path | None = None
     resume: bool = False
     config_hash: str = ""
+    #: what kind of run writes the checkpoints (e.g. ``fit:finetune``, ``pretrain:moco``), checked on resume
+    run_kind: str = ""
     progress: bool = True
     num_workers: int = 0
     eval_batch_size: int = 128
@@ -111,13 +113,8 @@ class Engine:
         model.to(self.fabric.device)
         return self._forward_all(model, ds)
 
-    def _step(
-        self, strategy: Strategy, model: nn.Module, forward: nn.Module, x: torch.Tensor, y: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-    ) -> float:  # fmt: skip
-        """One optimisation step of ``strategy``'s loss on ``forward(x)`` (the head alone, or the model)."""
-        with self.fabric.autocast():
-            loss = strategy.loss(model, forward(x), y)
+    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
+        """One optimisation step on ``loss``."""
         optimizer.zero_grad(set_to_none=True)
         self.fabric.backward(loss)
         optimizer.step()
@@ -136,7 +133,7 @@ class Engine:
         ckpt_path = cfg.checkpoint_dir / CHECKPOINT_NAME if cfg.checkpoint_dir else None
         state: dict[str, Any] = {"phase": 0, "epoch": -1, "history": []}
         if cfg.resume and ckpt_path is not None:
-            state = load_checkpoint(ckpt_path, cfg.config_hash)
+            state = load_checkpoint(ckpt_path, cfg.config_hash, cfg.run_kind)
             model.load_state_dict(state["model"])
         history: list[dict[str, Any]] = list(state["history"])
         for pi, phase in enumerate(phases):
@@ -162,7 +159,7 @@ class Engine:
             [{"params": g["params"], "lr": g["lr"]} for g in phase.param_groups],
             weight_decay=strategy.params.weight_decay,
         )
-        head: nn.Module = model.head  # type: ignore[assignment]
+        head: nn.Module | None = getattr(model, "head", None)
         feats_train = feats_val = None
         if phase.frozen_backbone:
             model.eval()
@@ -190,36 +187,44 @@ class Engine:
             order = order[fabric.global_rank :: fabric.world_size]
             batch_size = strategy.params.batch_size
             losses = []
-            if feats_train is not None:
+            if feats_train is not None and head is not None:
                 head.train()
                 for s in range(0, len(order), batch_size):
                     idx = torch.from_numpy(order[s : s + batch_size])
                     x, y = feats_train[idx].to(fabric.device), y_train[idx].to(fabric.device)
-                    losses.append(self._step(strategy, model, head, x, y, optimizer))
+                    with fabric.autocast():
+                        loss = strategy.loss(model, head(x), y)
+                    losses.append(self._step(loss, optimizer))
             else:
                 train_mode(model, trainable)
-                for batch in self._loader(train, order, batch_size):
+                steps_per_epoch = max(1, math.ceil(len(order) / batch_size))
+                for i, batch in enumerate(self._loader(train, order, batch_size)):
                     x, y = batch["image"], batch["label"]
                     if phase.augment:
                         x = augment_batch(x, gen)
-                    x, y = x.to(fabric.device), y.to(fabric.device)
+                    x, y = x.to(fabric.device, non_blocking=True), y.to(fabric.device, non_blocking=True)
                     if len(y) < 2 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
                         continue  # BatchNorm cannot train on a single sample
-                    losses.append(self._step(strategy, model, model, x, y, optimizer))
+                    with fabric.autocast():
+                        loss = strategy.training_loss(model, x, y, gen)
+                    losses.append(self._step(loss, optimizer))
+                    strategy.after_step(model, (epoch * steps_per_epoch + i + 1) / (phase.epochs * steps_per_epoch))
             row: dict[str, Any] = {"phase": phase.name, "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                                    "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
             if val is not None and len(val):  # type: ignore[arg-type]
-                if feats_val is not None:
+                if feats_val is not None and head is not None:
                     head.eval()
                     with torch.no_grad():
                         logits = head(feats_val.to(fabric.device)).float().cpu()
                     yv = torch.as_tensor(np.asarray(val.labels))  # type: ignore[attr-defined]
+                    row["val_loss"] = float(nn.functional.cross_entropy(logits, yv))
+                    row["val_accuracy"] = float((logits.argmax(1) == yv).float().mean())
                 else:
-                    logits, yv = self.predict_logits(model, val)
-                row["val_loss"] = float(nn.functional.cross_entropy(logits, yv))
-                row["val_accuracy"] = float((logits.argmax(1) == yv).float().mean())
-                score = (row["val_accuracy"], -row["val_loss"])
-                if score > best_score:
+                    row.update(strategy.validate(model, val, self))
+                score = (row.get("val_accuracy", -math.inf), -row.get("val_loss", math.inf))
+                if not phase.keep_best:
+                    best_state = model.state_dict()
+                elif score > best_score:
                     best_score, bad_epochs = score, 0
                     best_state = copy.deepcopy(model.state_dict())
                 else:
@@ -228,7 +233,7 @@ class Engine:
                 best_state = model.state_dict()
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_accuracy")})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k == "train_loss" or k.endswith("accuracy")})
             stop = strategy.params.patience and bad_epochs >= strategy.params.patience
             due = (
                 epoch == start_epoch
@@ -239,7 +244,7 @@ class Engine:
             if ckpt_path is not None and fabric.is_global_zero and due:
                 last_save = time.perf_counter()
                 atomic_torch_save(
-                    {"config_hash": cfg.config_hash, "phase": pi, "epoch": epoch if not stop else phase.epochs - 1,
+                    {"config_hash": cfg.config_hash, "kind": cfg.run_kind, "phase": pi, "epoch": epoch if not stop else phase.epochs - 1,
                      "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_score": list(best_score),
                      "best_state": best_state, "bad_epochs": bad_epochs, "history": history},
                     ckpt_path,

@@ -227,9 +227,21 @@ def resolve_weights(spec: str, arch_name: str | None = None) -> LoadedWeights:
         return _load_timm(spec, arch_name)
     if "_Weights." in spec:
         return _load_torchgeo(spec)
+    from eotransfer.models.catalogue import find_local, local_catalogue
+
+    local = find_local(spec)
+    if local is not None:
+        loaded = _load_local(local)
+        loaded.source = {"source": "catalogue", "name": spec, "path": str(local)}
+        return loaded
+    if spec.startswith("eotransfer:"):
+        names = [r["name"] for r in local_catalogue()]
+        raise WeightError(
+            f"--weights: no '{spec}' in the local catalogue ({', '.join(names) or 'empty'})" + did_you_mean(spec, names)
+        )
     raise WeightError(
         f"--weights: '{spec}' is neither an existing file/folder, a TorchGeo weight (e.g. "
-        "ResNet18_Weights.SENTINEL2_ALL_MOCO), 'imagenet' nor 'timm:<model>'"
+        "ResNet18_Weights.SENTINEL2_ALL_MOCO), a local catalogue name (eotransfer:NAME), 'imagenet' nor 'timm:<model>'"
         + did_you_mean(spec, list_torchgeo_weights())
     )
 

@@ -58,6 +58,9 @@ class Phase:
     param_groups: list[dict[str, Any]]
     frozen_backbone: bool = False
     augment: bool = True
+    #: restore the weights of the best validation epoch at the end (False: keep the last, as
+    #: self-supervised pre-training does, where the monitor only reports)
+    keep_best: bool = True
 
 
 @dataclass
@@ -89,6 +92,28 @@ class Strategy:
     def loss(self, model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of a batch; cross-entropy by default."""
         return nn.functional.cross_entropy(logits, labels)
+
+    def training_loss(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        """Loss of a batch of images when the whole network trains.
+
+        The default is :meth:`loss` on the model's logits; methods that need more than one forward
+        pass (two augmented views, a momentum encoder) override this.  ``gen`` is the epoch's seeded
+        generator, for augmentations drawn inside the method.
+        """
+        return self.loss(model, model(images), labels)
+
+    def after_step(self, model: nn.Module, progress: float) -> None:
+        """Called after every optimiser step; ``progress`` runs from 0 to 1 over the phase."""
+
+    def validate(self, model: nn.Module, val: Any, engine: Any) -> dict[str, float]:
+        """Scores of ``model`` on ``val`` after an epoch; ``val_accuracy``/``val_loss`` drive early stopping."""
+        logits, yv = engine.predict_logits(model, val)
+        return {
+            "val_loss": float(nn.functional.cross_entropy(logits, yv)),
+            "val_accuracy": float((logits.argmax(1) == yv).float().mean()),
+        }
 
 
 def head_phase(model: nn.Module, epochs: int, lr: float, augment: bool = False) -> Phase:
