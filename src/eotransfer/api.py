@@ -128,11 +128,15 @@ def choose_normalizer(cfg: Any, ds: EODataset, train: np.ndarray, weights_norm: 
     return Normalizer.fit(ds.checked_read, train, ds.bands, method, seed=cfg.seed)
 
 
-def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | None = None, **options: Any) -> FitResult:
+def fit(
+    data: str | Path | EODataset = "", strategy_params: dict[str, Any] | None = None, split_override: Split | None = None,
+    **options: Any,
+) -> FitResult:  # fmt: skip
     """Adapt a backbone to a labelled data set with one strategy; evaluate; optionally save.
 
     ``options`` are :class:`FitConfig` fields; ``strategy_params`` (or any other keyword) are the
-    strategy's own parameters.  ``data`` may be an already opened :class:`EODataset`.
+    strategy's own parameters.  ``data`` may be an already opened :class:`EODataset`, and
+    ``split_override`` a precomputed split (benchmarks that hold one test set fixed across seeds).
     """
     from eotransfer.models.backbones import create_backbone, get_architecture
     from eotransfer.models.model import EOClassifier
@@ -151,7 +155,7 @@ def fit(data: str | Path | EODataset = "", strategy_params: dict[str, Any] | Non
     get_architecture(cfg.backbone)  # an unknown name fails before any data is read
     if ds is None:
         ds = load_data(cfg)
-    split = make_fit_split(cfg, ds)
+    split = split_override if split_override is not None else make_fit_split(cfg, ds)
     img_size = int(ds.checked_read(int(split.train[0])).shape[-1])
     backbone = create_backbone(cfg.backbone, ds.bands, cfg.weights, cfg.band_policy, img_size, cfg.seed, cfg.verbose)
     normalizer = choose_normalizer(cfg, ds, split.train, backbone.weights.get("normalization"))

@@ -18,6 +18,7 @@ from eotransfer.models.backbones import (
 S2 = BandSet.parse("sentinel2-l1c")
 BGR = BandSet.parse("sentinel2-l1c:B04,B03,B02")  # red, green, blue: the reverse of S2's order
 EXPECTED_FEATURES = {
+    "resnet10t": 512,
     "resnet18": 512,
     "resnet34": 512,
     "resnet50": 2048,

@@ -46,6 +46,9 @@ class EngineConfig:
     #: write a checkpoint at most this often (and always after the first and last epoch of a phase),
     #: so that cheap epochs (a head on cached features) are not dominated by checkpoint writes
     checkpoint_interval_s: float = 30.0
+    #: stop training after the epoch that passes this many seconds since ``fit`` began (None = no limit);
+    #: the run ends as if its phases had finished, with a checkpoint, and the history says so
+    time_budget_s: float | None = None
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -126,6 +129,7 @@ class Engine:
     ) -> list[dict[str, Any]]:
         """Train ``model`` through every phase of ``strategy``; returns the per-epoch history."""
         cfg = self.cfg
+        self._t_start = time.perf_counter()
         model.to(self.fabric.device)
         if self.fabric.device.type == "cuda":
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -139,6 +143,8 @@ class Engine:
         for pi, phase in enumerate(phases):
             if pi < state["phase"]:
                 continue
+            if history and "stopped" in history[-1]:
+                break  # the time budget ran out in an earlier phase
             start_epoch = state["epoch"] + 1 if pi == state["phase"] else 0
             resumed = state if (pi == state["phase"] and start_epoch > 0) else None
             self._run_phase(model, strategy, pi, phase, train, val, start_epoch, resumed, history, ckpt_path)
@@ -234,7 +240,10 @@ class Engine:
             row["seconds"] = time.perf_counter() - t0
             history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k == "train_loss" or k.endswith("accuracy")})
-            stop = strategy.params.patience and bad_epochs >= strategy.params.patience
+            stop = bool(strategy.params.patience and bad_epochs >= strategy.params.patience)
+            if cfg.time_budget_s is not None and time.perf_counter() - self._t_start > cfg.time_budget_s:
+                row["stopped"] = f"time budget of {cfg.time_budget_s:.0f} s reached"
+                stop = True
             due = (
                 epoch == start_epoch
                 or stop

@@ -46,6 +46,8 @@ def register_architecture(arch: Architecture) -> Architecture:
 _RESNET_STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 for _name in ("resnet18", "resnet34", "resnet50"):
     register_architecture(Architecture(_name, _name, "conv1.weight", _RESNET_STAGES, "resnet"))
+# ResNet-10-T (timm): deep 3-conv stem, one block per stage; 4.9 M parameters, the compact default
+register_architecture(Architecture("resnet10t", "resnet10t", "conv1.0.weight", _RESNET_STAGES, "resnet"))
 # ConvNeXt needs 32 px at least: a 4x4 stem and three 2x2 downsampling convolutions without padding.
 for _name in ("convnext_atto", "convnext_tiny"):
     register_architecture(

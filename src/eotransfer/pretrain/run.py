@@ -62,6 +62,7 @@ class PretrainConfig:
     out: str = param("", "backbone folder to write (atomically)")
     register: str | None = param(None, "also add the result to the local catalogue under this name")
     half: bool = param(False, "store the weights as float16 (half the size; loaded back as float32)")
+    max_minutes: float | None = param(None, "stop after the epoch that passes this many minutes (a time budget)", 0.0)
     resume: bool = param(False, "resume from the last checkpoint of --out")
     accelerator: str = param("auto", "cpu | cuda | auto")
     devices: int = param(1, "number of devices (DDP when > 1)", 1, 1024)
@@ -84,10 +85,13 @@ def _split_list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def open_pool(cfg: PretrainConfig) -> Any:
+def open_pool(cfg: PretrainConfig, opened: list[Any] | None = None) -> Any:
     from eotransfer.data.pool import PatchPool, open_pool_source
 
     paths = _split_list(cfg.data)
+    if opened:
+        pool_bands = BandSet.parse(cfg.pool_bands) if cfg.pool_bands else None
+        return PatchPool(opened, cfg.patch_size, cfg.patches, pool_bands, seed=cfg.seed)
     if not paths:
         raise ConfigError("pretrain: give the unlabelled data (positional, or `data:` in --config)")
     options = {"bands": cfg.bands, "format": cfg.format, "scale": cfg.scale, "offset": cfg.offset,
@@ -97,15 +101,15 @@ def open_pool(cfg: PretrainConfig) -> Any:
     return PatchPool(sources, cfg.patch_size, cfg.patches, pool_bands, seed=cfg.seed)
 
 
-def _monitor(cfg: PretrainConfig, pool_bands: BandSet) -> tuple[Any, Any, int] | None:
+def _monitor(cfg: PretrainConfig, pool_bands: BandSet, opened: Any = None) -> tuple[Any, Any, int] | None:
     """(bank, test, classes) of the labelled monitor, its bands mapped to the pool's."""
-    if not cfg.monitor:
+    if not cfg.monitor and opened is None:
         return None
     from eotransfer.data.base import Subset, open_dataset
     from eotransfer.data.pool import PatchPool
     from eotransfer.data.splits import make_split
 
-    ds = open_dataset(cfg.monitor, bands=cfg.monitor_bands, nodata="mask")
+    ds = opened if opened is not None else open_dataset(str(cfg.monitor), bands=cfg.monitor_bands, nodata="mask")
     split = make_split("k-per-class", ds.labels, seed=cfg.seed, k=cfg.monitor_per_class, val_per_class=0,
                        classes=ds.classes)  # fmt: skip
     if len(split.test) == 0:
@@ -130,8 +134,15 @@ def _hardware(engine: Any) -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def pretrain(data: str | Path = "", method_params: dict[str, Any] | None = None, **options: Any) -> PretrainResult:
-    """Self-supervised pre-training; ``options`` are :class:`PretrainConfig` fields, others the method's parameters."""
+def pretrain(
+    data: str | Path | list[Any] = "", method_params: dict[str, Any] | None = None, monitor_data: Any = None,
+    **options: Any,
+) -> PretrainResult:  # fmt: skip
+    """Self-supervised pre-training; ``options`` are :class:`PretrainConfig` fields, others the method's parameters.
+
+    ``data`` may also be a list of opened :class:`~eotransfer.data.base.EODataset` (labels ignored), and
+    ``monitor_data`` an opened labelled data set for the monitor.
+    """
     from eotransfer.engine.checkpoint import config_hash
     from eotransfer.engine.loop import Engine, EngineConfig
     from eotransfer.evaluation.knn import FeatureMonitor
@@ -143,14 +154,15 @@ def pretrain(data: str | Path = "", method_params: dict[str, Any] | None = None,
     mparams = dict(method_params or {})
     mparams.update({k: v for k, v in options.items() if k not in names})
     cfg = PretrainConfig(**{k: v for k, v in options.items() if k in names})
-    cfg.data = str(data or cfg.data)
+    opened = list(data) if isinstance(data, list) else None
+    cfg.data = ",".join(str(getattr(d, "root", d)) for d in opened) if opened else str(data or cfg.data)
     validate_params(cfg)
     if not cfg.out:
         raise ConfigError("pretrain: --out (the backbone folder to write) is required")
     method_cls = get_method(cfg.method)
     method = method_cls(make_params(method_cls, mparams), patch_size=cfg.patch_size)
     arch = get_architecture(cfg.backbone)
-    pool = open_pool(cfg)
+    pool = open_pool(cfg, opened)
     if method.params.batch_size > len(pool):
         raise ConfigError(
             f"--batch-size {method.params.batch_size} is larger than the pool ({len(pool)} patches); lower "
@@ -173,7 +185,7 @@ def pretrain(data: str | Path = "", method_params: dict[str, Any] | None = None,
     model.normalize.set_from(normalizer)
     torch.manual_seed(cfg.seed)
     method.build(model)
-    monitor = _monitor(cfg, pool.bands)
+    monitor = _monitor(cfg, pool.bands, monitor_data)
     if monitor is not None:
         method.monitor = FeatureMonitor(monitor[0], monitor[1], monitor[2])
 
@@ -184,7 +196,7 @@ def pretrain(data: str | Path = "", method_params: dict[str, Any] | None = None,
     ckpt_dir = out.with_name(f".{out.name}.checkpoints")
     engine = Engine(EngineConfig(seed=cfg.seed, accelerator=cfg.accelerator, devices=cfg.devices, checkpoint_dir=ckpt_dir,
                                  resume=cfg.resume, config_hash=chash, progress=cfg.progress, num_workers=cfg.num_workers,
-                                 run_kind=f"pretrain:{method.name}"))  # fmt: skip
+                                 time_budget_s=cfg.max_minutes * 60 if cfg.max_minutes else None, run_kind=f"pretrain:{method.name}"))  # fmt: skip
     history = engine.fit(model, method, pool, monitor[1] if monitor else None)
     seconds = time.perf_counter() - t0
 
@@ -223,7 +235,11 @@ def pretrain(data: str | Path = "", method_params: dict[str, Any] | None = None,
             "seconds": round(seconds, 1),
             "final_loss": last.get("train_loss"),
             "monitor": {k: last[k] for k in ("knn_accuracy", "linear_accuracy") if k in last}
-            | ({"data": cfg.monitor, "per_class": cfg.monitor_per_class} if cfg.monitor else {}),
+            | (
+                {"data": cfg.monitor or str(getattr(monitor_data, "root", "")), "per_class": cfg.monitor_per_class}
+                if monitor
+                else {}
+            ),
         },
         "licences": sorted(set(licences)),
         "redistributable": all(lic.lower().replace(" ", "-") in REDISTRIBUTABLE for lic in licences),
