@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -141,3 +142,25 @@ def test_catalogue_register_and_resolve(eurosat_like: Path, tmp_path: Path, monk
     assert bb.weights["source"] == "catalogue"
     with pytest.raises(WeightError, match="no 'eotransfer:tiny-s3' in the local catalogue.*tiny-s2"):
         create_backbone("resnet18", BandSet.parse("eurosat-ms"), "eotransfer:tiny-s3", img_size=16, verbose=False)
+
+
+@pytest.mark.parametrize("method", ["moco", "byol"])
+def test_two_step_run_for_each_method(eurosat_like: Path, tmp_path: Path, method: str) -> None:
+    """Two optimisation steps: two epochs over a pool of 8 patches drawn from the 36 samples, one batch each."""
+    result = pretrain(eurosat_like, out=str(tmp_path / method), method=method, epochs=2, patches=8,
+                      **{**SMALL, "batch_size": 8})  # fmt: skip
+    card = result.card["pretraining"]
+    assert card["method"] == method and card["steps"] == 2 and len(result.history) == 2
+    assert all(np.isfinite(row["train_loss"]) for row in result.history)
+
+
+@pytest.mark.integration
+def test_loss_decreases_on_real_eurosat(tmp_path: Path) -> None:
+    """A short real run on a slice of EuroSAT-MS: the contrastive loss falls."""
+    eurosat = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "eurosat-ms"
+    if not eurosat.is_dir():
+        pytest.skip("../shared/data/eurosat-ms is not available")
+    result = pretrain(eurosat, out=str(tmp_path / "real"), method="moco", epochs=8, patches=48, temperature=0.5,
+                      **{**SMALL, "patch_size": 32, "batch_size": 24, "lr": 3e-3})  # fmt: skip
+    losses = [row["train_loss"] for row in result.history]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.05, losses
