@@ -176,6 +176,7 @@ def fit(
                                  resume=cfg.resume, config_hash=chash, progress=cfg.progress,
                                  run_kind=f"fit:{strategy.name}"))  # fmt: skip
     train, val, test = Subset(ds, split.train), Subset(ds, split.val), Subset(ds, split.test)
+    strategy.prepare(ds, split, model)
     history = engine.fit(model, strategy, train, val if len(split.val) else None)
 
     metrics: dict[str, Any] = {}

@@ -86,6 +86,12 @@ class Strategy:
         validate_params(params)
         self.params = params
 
+    def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
+        """Called by ``fit`` before training with the opened data set, its split and the model.
+
+        Strategies that need the data (a teacher checked against its bands and classes, say) hook in here.
+        """
+
     def phases(self, model: nn.Module) -> list[Phase]:
         raise NotImplementedError
 
