@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -18,6 +19,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # takes ~0.2 ms, with two threads spin-waiting against a busy neighbour ~30 ms.  EOTRANSFER_TEST_THREADS
 # overrides it.
 torch.set_num_threads(int(os.environ.get("EOTRANSFER_TEST_THREADS", "1")))
+
+# caches (weights, features, the user catalogue) go to a throw-away folder, never the user's ~/.cache
+os.environ.setdefault("EOTRANSFER_CACHE", tempfile.mkdtemp(prefix="eotransfer-test-cache-"))
 
 
 def _load_make_fixtures() -> ModuleType:

@@ -177,13 +177,26 @@ def fit(
                                  run_kind=f"fit:{strategy.name}"))  # fmt: skip
     train, val, test = Subset(ds, split.train), Subset(ds, split.val), Subset(ds, split.test)
     strategy.prepare(ds, split, model)
-    history = engine.fit(model, strategy, train, val if len(split.val) else None)
+    classifier: dict[str, Any] | None = None
+    if strategy.classical:  # a classifier on the frozen backbone's features: no network trains
+        from eotransfer.evaluation.classical import frozen_features
+
+        cache = bool(getattr(strategy.params, "feature_cache", False))
+        history: list[dict[str, Any]] = []
+        classifier = strategy.fit_classifier(*frozen_features(engine, model, train, cache), len(ds.classes), cfg.seed)
+    else:
+        history = engine.fit(model, strategy, train, val if len(split.val) else None)
 
     metrics: dict[str, Any] = {}
     for name, subset in (("test", test), ("val", val)):
         if len(subset):
-            logits, y = engine.predict_logits(model, subset)
-            metrics[name] = classification_metrics(y.numpy(), logits.argmax(1).numpy(), ds.classes)
+            if strategy.classical:
+                feats, y_true = frozen_features(engine, model, subset, cache)
+                pred = strategy.predict_proba(feats).argmax(1)
+            else:
+                logits, y = engine.predict_logits(model, subset)
+                pred, y_true = logits.argmax(1).numpy(), y.numpy()
+            metrics[name] = classification_metrics(y_true, pred, ds.classes)
     card = {
         "name": out.name if out else f"{cfg.strategy}-{cfg.backbone}",
         "arch": cfg.backbone,
@@ -204,12 +217,13 @@ def fit(
             "seconds": round(time.perf_counter() - t0, 2),
         },
     }
+    if classifier is not None:
+        card["classifier"] = classifier
     if out is not None:
         from eotransfer.card import save_model
 
-        save_model(
-            out, model, card, extra={"history.csv": history_csv(history), "metrics.json": json.dumps(metrics, indent=2)}
-        )
+        extra = {"history.csv": history_csv(history), "metrics.json": json.dumps(metrics, indent=2)}
+        save_model(out, model, card, extra={**extra, **strategy.model_files()})
         if ckpt_dir is not None and ckpt_dir.exists():
             import shutil
 

@@ -126,7 +126,9 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_model(target: Path, model: torch.nn.Module, card: dict[str, Any], extra: dict[str, str] | None = None) -> Path:
+def save_model(
+    target: Path, model: torch.nn.Module, card: dict[str, Any], extra: dict[str, str | bytes] | None = None
+) -> Path:
     """Write the model directory atomically: weights, card.json, card.md and any extra text files."""
     card = {
         "kind": "eotransfer-model",
@@ -141,7 +143,10 @@ def save_model(target: Path, model: torch.nn.Module, card: dict[str, Any], extra
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=str))
         (tmp / CARD_MD).write_text(render_markdown(card))
         for name, text in (extra or {}).items():
-            (tmp / name).write_text(text)
+            if isinstance(text, bytes):
+                (tmp / name).write_bytes(text)
+            else:
+                (tmp / name).write_text(text)
 
     return atomic_write_dir(Path(target), write)
 
@@ -153,6 +158,8 @@ class SavedModel:
     network: torch.nn.Module
     card: dict[str, Any]
     path: Path
+    #: a scikit-learn classifier on the backbone's features (``classifier.skops``), replacing the linear head
+    classifier: Any = None
 
     @property
     def bands(self) -> BandSet:
@@ -174,7 +181,13 @@ class SavedModel:
         out = []
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size], dtype=np.float32))
-            out.append(torch.softmax(self.network(x), dim=1).numpy())
+            if self.classifier is not None:
+                from eotransfer.evaluation.classical import classifier_proba
+
+                feats = self.network.features(x).float().numpy()  # type: ignore[operator]
+                out.append(classifier_proba(self.classifier, feats, len(self.classes)))
+            else:
+                out.append(torch.softmax(self.network(x), dim=1).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
 
@@ -200,4 +213,9 @@ def load_model(path: str | Path) -> SavedModel:
             f"{p}: weights do not match the card's architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     net.eval()
-    return SavedModel(net, card, p)
+    classifier = None
+    if (p / "classifier.skops").is_file():
+        from eotransfer.evaluation.classical import load_classifier
+
+        classifier = load_classifier(p / "classifier.skops")
+    return SavedModel(net, card, p, classifier)

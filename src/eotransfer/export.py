@@ -82,6 +82,11 @@ def export_model(
     if target.resolve() == src.resolve():
         raise ConfigError(f"--out {target}: is the model directory itself; choose another folder for the export")
     saved = load_model(src)
+    if saved.classifier is not None:
+        raise ConfigError(
+            f"{src}: its head is a scikit-learn classifier (feature-extraction), which ONNX/TorchScript cannot hold; "
+            "export a model trained with a neural head (linear-probe, finetune, ...)"
+        )
     net, card = saved.network.eval(), saved.card
     n_bands, img_size = len(card["bands"]), int(card["img_size"])
     inputs, provenance = _check_inputs(card, check_data, check_bands, n_check)

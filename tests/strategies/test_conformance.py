@@ -56,11 +56,22 @@ def test_registry_is_complete() -> None:
         assert issubclass(cls.Params, CommonParams)
 
 
+@pytest.fixture(scope="module")
+def teacher(data32: Upsampled, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A saved model on ``data32``, for strategies whose Params take a ``teacher`` (distillation)."""
+    out = tmp_path_factory.mktemp("teacher") / "model"
+    eotransfer.fit(data32, strategy="linear-probe", backbone="resnet18", epochs=1, accelerator="cpu", progress=False,
+                   verbose=False, out=str(out))  # fmt: skip
+    return str(out)
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
-def test_short_fit(strategy: str, backbone: str, data32: Upsampled) -> None:
+def test_short_fit(strategy: str, backbone: str, data32: Upsampled, request: pytest.FixtureRequest) -> None:
     cls = get_strategy(strategy)
     params = short_params(cls)
+    if "teacher" in {f.name for f in dataclasses.fields(cls.Params)}:
+        params["teacher"] = request.getfixturevalue("teacher")
     result = eotransfer.fit(data32, strategy=strategy, backbone=backbone, seed=0, accelerator="cpu",
                             progress=False, verbose=False, **params)  # fmt: skip
     test = result.metrics["test"]

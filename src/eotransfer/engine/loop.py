@@ -141,7 +141,7 @@ class Engine:
         if self.fabric.world_size > 1:
             for buf in model.buffers():
                 if buf.is_floating_point():
-                    buf.copy_(self.fabric.all_reduce(buf.detach().clone(), reduce_op="mean"))
+                    buf.copy_(self.fabric.all_reduce(buf.detach().clone(), reduce_op="mean"))  # type: ignore[arg-type]
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(

@@ -37,7 +37,9 @@ def validate_params(obj: Any) -> None:
         opt = "--" + f.name.replace("_", "-")
         lo, hi, choices = f.metadata.get("min"), f.metadata.get("max"), f.metadata.get("choices")
         if choices is not None and v not in choices:
-            raise ConfigError(f"{opt}: {v!r} is not one of {', '.join(map(str, choices))}")
+            hint = did_you_mean(v, [str(c) for c in choices]) if isinstance(v, str) else ""
+            hint = hint if hint.startswith("; did you mean") else ""
+            raise ConfigError(f"{opt}: {v!r} is not one of {', '.join(map(str, choices))}{hint}")
         if lo is not None and v is not None and v < lo:
             raise ConfigError(f"{opt}: {v} is below the minimum {lo}")
         if hi is not None and v is not None and v > hi:
@@ -94,6 +96,23 @@ class Strategy:
 
     def phases(self, model: nn.Module) -> list[Phase]:
         raise NotImplementedError
+
+    #: True for a classical strategy: no network trains; ``fit`` computes the frozen backbone's
+    #: features and calls :meth:`fit_classifier`, then scores with :meth:`predict_proba` and saves
+    #: :meth:`model_files` in the model directory (see ``feature_extraction.py``)
+    classical: ClassVar[bool] = False
+
+    def fit_classifier(self, features: Any, labels: Any, n_classes: int, seed: int) -> dict[str, Any]:
+        """Fit a classifier on backbone features; returns what the card records about it."""
+        raise NotImplementedError
+
+    def predict_proba(self, features: Any) -> Any:
+        """Class probabilities (N×classes numpy array) from backbone features."""
+        raise NotImplementedError
+
+    def model_files(self) -> dict[str, bytes]:
+        """Extra files of the model directory (name → content)."""
+        return {}
 
     def loss(self, model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Loss of a batch; cross-entropy by default."""

@@ -1,0 +1,174 @@
+"""Classical classifiers on frozen backbone features: the catalogue, cross-validation, the feature
+cache, and safe persistence with skops.
+
+The protocol of "deep features + a shallow classifier" (Donahue et al. 2014, "DeCAF", ICML;
+Razavian et al. 2014, "CNN Features off-the-shelf", CVPR workshops); hyperparameters are chosen by
+stratified k-fold cross-validation on the labelled training side only.  A fitted classifier is
+stored with skops (``skops.io``), which rebuilds objects from a declarative description and
+refuses any type not explicitly trusted, so loading a model directory never unpickles code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eotransfer.errors import ConfigError, WeightError
+
+CLASSIFIER_FILE = "classifier.skops"
+
+#: Types beyond skops' own defaults that a model directory may contain: what a random forest (its
+#: trees) and kNN (its search tree and metric) are made of.  Anything else in a file is refused.
+ALLOWED_TYPES = frozenset({
+    "sklearn.tree._tree.Tree",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.EuclideanDistance32",
+})  # fmt: skip
+
+
+def make_classifier(name: str, seed: int) -> tuple[Any, dict[str, list[Any]]]:
+    """A scaled sklearn pipeline for classifier ``name`` and its cross-validation grid."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC, LinearSVC
+
+    cs = [0.01, 0.1, 1.0, 10.0, 100.0]
+    catalogue: dict[str, tuple[Any, dict[str, list[Any]]]] = {
+        "logreg": (LogisticRegression(max_iter=2000), {"C": cs}),
+        "linear-svm": (LinearSVC(max_iter=10_000, random_state=seed), {"C": [c / 10 for c in cs]}),
+        "rbf-svm": (SVC(kernel="rbf", random_state=seed), {"C": cs[1:], "gamma": ["scale", 1e-3, 1e-2]}),
+        "knn": (KNeighborsClassifier(), {"n_neighbors": [1, 3, 5, 7, 11], "weights": ["uniform", "distance"]}),
+        "random-forest": (
+            RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1),
+            {"max_features": ["sqrt", "log2"]},
+        ),
+    }
+    if name not in catalogue:
+        from eotransfer.errors import did_you_mean
+
+        raise ConfigError(f"--classifier: unknown classifier '{name}'" + did_you_mean(name, catalogue))
+    estimator, grid = catalogue[name]
+    pipe = Pipeline([("scale", StandardScaler()), ("clf", estimator)])
+    return pipe, {f"clf__{k}": v for k, v in grid.items()}
+
+
+def fit_cv(name: str, features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Fit classifier ``name`` with hyperparameters chosen by stratified ``folds``-fold CV.
+
+    The number of folds is capped by the smallest class; with fewer than two samples in some class
+    no CV is possible and the defaults are fitted (the returned record says so).
+    """
+    import sklearn
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    pipe, grid = make_classifier(name, seed)
+    counts = np.bincount(labels)
+    n_splits = min(folds, int(counts[counts > 0].min())) if len(labels) else 0
+    if "clf__n_neighbors" in grid:  # k cannot exceed the samples of a training fold
+        n_fit = max(1, len(labels) * (n_splits - 1) // n_splits - len(counts)) if n_splits >= 2 else len(labels)
+        grid["clf__n_neighbors"] = [k for k in grid["clf__n_neighbors"] if k <= n_fit] or [1]
+        pipe.set_params(clf__n_neighbors=min(5, n_fit, int(counts[counts > 0].min())))  # the no-CV default
+    record: dict[str, Any] = {"name": name, "sklearn_version": sklearn.__version__}
+    if n_splits >= 2:
+        cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        search = GridSearchCV(pipe, grid, cv=cv, scoring="accuracy", n_jobs=1, error_score="raise").fit(
+            features, labels
+        )
+        best = search.best_estimator_
+        record |= {"cv_folds": n_splits, "cv_score": float(search.best_score_),
+                   "params": {k.removeprefix("clf__"): v for k, v in search.best_params_.items()}}  # fmt: skip
+    else:
+        best = pipe.fit(features, labels)
+        record |= {"cv_folds": None, "cv_score": None, "params": "defaults (a class has fewer than 2 samples: no CV)"}
+    return best, record
+
+
+def classifier_proba(clf: Any, features: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class probabilities over all ``n_classes``; SVMs give a softmax of their margins (uncalibrated)."""
+    if hasattr(clf, "predict_proba"):
+        scores = clf.predict_proba(features)
+    else:
+        margins = np.asarray(clf.decision_function(features), dtype=np.float64)
+        if margins.ndim == 1:  # binary: the margin of the second class
+            margins = np.stack([np.zeros_like(margins), margins], 1)
+        margins -= margins.max(1, keepdims=True)
+        scores = np.exp(margins) / np.exp(margins).sum(1, keepdims=True)
+    out = np.zeros((len(features), n_classes), dtype=np.float32)
+    out[:, np.asarray(clf.classes_, dtype=np.int64)] = scores
+    return out
+
+
+def dump_classifier(clf: Any) -> bytes:
+    import skops.io as sio
+
+    return bytes(sio.dumps(clf))
+
+
+def load_classifier(path: Path) -> Any:
+    """Load a classifier written by :func:`dump_classifier`, refusing any type not on the allow-list."""
+    import skops.io as sio
+
+    try:
+        data = path.read_bytes()
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as e:
+        raise WeightError(f"{path}: not a readable skops file ({e}); refit the model") from e
+    refused = sorted(set(untrusted) - ALLOWED_TYPES)
+    if refused:
+        raise WeightError(
+            f"{path}: contains types that eotransfer does not trust ({', '.join(refused)}); it was not written by "
+            "eotransfer or was altered: refit the model rather than loading it"
+        )
+    return sio.loads(data, trusted=sorted(untrusted))
+
+
+def _cache_key(model: torch.nn.Module, subset: Any) -> str:
+    """Digest of everything the features depend on: the weights before the head and the samples read."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        if not k.startswith("head."):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    ds = getattr(subset, "dataset", subset)
+    indices = np.asarray(getattr(subset, "indices", np.arange(len(subset))), dtype=np.int64)
+    h.update(indices.tobytes())
+    files = []
+    for i in indices:
+        src = Path(ds.root) / ds.sources[int(i)] if ds.sources else None
+        st = src.stat() if src is not None and src.is_file() else None
+        files.append([str(src), st.st_size if st else None, st.st_mtime_ns if st else None])
+    h.update(json.dumps([type(ds).__name__, ds.provenance(), ds.bands.keys, files], default=str).encode())
+    return h.hexdigest()[:32]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EOTRANSFER_CACHE", Path.home() / ".cache" / "eotransfer")) / "features"
+
+
+def frozen_features(engine: Any, model: Any, subset: Any, cache: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features and labels of ``subset``, computed once by the engine and cached on disk."""
+    path = cache_dir() / f"{_cache_key(model, subset)}.npz" if cache and len(subset) else None
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return z["features"], z["labels"]
+    model.eval()
+    model.to(engine.fabric.device)
+    feats, labels = engine._forward_all(model.features, subset)
+    x, y = feats.numpy(), labels.numpy().astype(np.int64)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(tmp, features=x, labels=y)
+        os.replace(tmp, path)
+    return x, y

@@ -1,0 +1,110 @@
+"""``distill``: a saved teacher trains a smaller student on its softened outputs and the hard labels.
+
+Knowledge distillation (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural
+Network", arXiv:1503.02531): the student minimises ``α·T²·KL(teacher_T ‖ student_T) + (1−α)·CE``
+(:func:`eotransfer.losses.distillation_loss`).  The teacher is any saved eotransfer model; it must
+know the data's bands (in the same order) and classes.  The student is the ``fit`` backbone
+(``--backbone``, initialised from ``--weights``) and trains end to end.  The teacher lives in the
+strategy, not in the student, so checkpoints and the saved student hold the student alone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from eotransfer.errors import BandError, ConfigError, EOTransferError
+from eotransfer.losses.distillation import distillation_loss
+from eotransfer.strategies.base import CommonParams, Phase, Strategy, param, register_strategy
+
+
+@dataclass
+class DistillParams(CommonParams):
+    teacher: str = param("", "the teacher: a saved eotransfer model directory (required)")
+    temperature: float = param(4.0, "softmax temperature T of the soft targets", 0.05, 100.0)
+    alpha: float = param(0.9, "weight of the distillation term; 1 − alpha weighs cross-entropy on the labels", 0.0, 1.0)
+    epochs: int = param(30, "epochs of end-to-end student training", 1, 10_000)
+    lr: float = param(1e-3, "learning rate of the whole student", 1e-7, 10.0)
+
+
+def _difference(data: list[str], teacher: list[str]) -> str:
+    only_data = [x for x in data if x not in teacher]
+    only_teacher = [x for x in teacher if x not in data]
+    if not only_data and not only_teacher:
+        return f"same set, other order: data {', '.join(data)}; teacher {', '.join(teacher)}"
+    return f"only in the data: {', '.join(only_data) or '—'}; only in the teacher: {', '.join(only_teacher) or '—'}"
+
+
+def n_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@register_strategy
+class Distill(Strategy):
+    name = "distill"
+    Params = DistillParams
+    summary = "a saved teacher trains a smaller student on its softened outputs (Hinton et al. 2015)"
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params)
+        self.teacher: nn.Module | None = None
+
+    def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
+        from eotransfer.card import load_model
+
+        path = self.params.teacher
+        if not path:
+            raise ConfigError("--teacher: distill needs a teacher; pass the directory of a saved eotransfer model")
+        try:
+            saved = load_model(path)
+        except EOTransferError as e:
+            raise ConfigError(f"--teacher: {e}") from e
+        if saved.classifier is not None:
+            raise ConfigError(
+                f"--teacher: {path} has a scikit-learn head (feature-extraction) and no logits to distil; "
+                "choose a teacher trained with a neural head (linear-probe, finetune, ...)"
+            )
+        bands = saved.bands.keys
+        if list(dataset.bands.keys) != bands:
+            raise BandError(
+                f"--teacher: {path} was trained on other bands than the data's ({_difference(list(dataset.bands.keys), bands)}); "
+                "pass --bands/--use-bands to give the teacher's bands in its order, or a teacher trained on these bands"
+            )  # fmt: skip
+        if list(dataset.classes) != saved.classes:
+            raise ConfigError(
+                f"--teacher: {path} knows other classes than the data's ({_difference(list(dataset.classes), saved.classes)}); "
+                "distil from a teacher trained on these classes"
+            )  # fmt: skip
+        teacher = saved.network.eval()
+        teacher.requires_grad_(False)
+        n_student, n_teacher = n_parameters(model), n_parameters(teacher)
+        if n_student > n_teacher:
+            warnings.warn(
+                f"--backbone: the student ({n_student:,} parameters) is larger than the teacher {saved.card['arch']} "
+                f"({n_teacher:,}); distillation is meant to compress, choose a smaller --backbone",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.teacher = teacher
+
+    def phases(self, model: nn.Module) -> list[Phase]:
+        p = self.params
+        # frozen_backbone=False: the engine must hand training_loss the images, which the teacher needs
+        return [Phase("student", p.epochs, [{"params": list(model.parameters()), "lr": p.lr}], augment=p.augment)]
+
+    def training_loss(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        teacher = self.teacher
+        if teacher is None:
+            raise ConfigError("--teacher: the teacher was not loaded; fit calls prepare() before training")
+        if next(teacher.parameters()).device != images.device:
+            teacher.to(images.device)
+        with torch.no_grad():
+            teacher_logits = teacher(images)
+        p = self.params
+        return distillation_loss(model(images), teacher_logits, labels, p.temperature, p.alpha)

@@ -1,0 +1,107 @@
+"""``distill`` and its loss: the loss by hand, a distilled student's accuracy, and clear refusals of bad teachers."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import eotransfer
+from eotransfer.data.base import open_dataset
+from eotransfer.errors import BandError, ConfigError
+from eotransfer.losses import distillation_loss
+from eotransfer.models.backbones import build_network, get_architecture
+from eotransfer.models.model import EOClassifier
+from eotransfer.models.weights import WEIGHT_FILE
+from eotransfer.strategies.distill import Distill, DistillParams
+
+FAST: dict[str, Any] = {"bands": "eurosat-ms", "labels_per_class": 6, "accelerator": "cpu", "progress": False,
+                        "verbose": False, "seed": 0, "patience": 0, "batch_size": 6}  # fmt: skip
+#: what the resnet10t student must reach on the 15 test samples (it reaches 1.0 at seed 0)
+STUDENT_MIN_ACCURACY = 0.8
+
+
+def test_loss_by_hand() -> None:
+    s, t, y, temp, alpha = [1.0, 2.0, 0.0], [0.0, 1.0, 3.0], 1, 2.0, 0.5
+
+    def softmax(z: list[float]) -> list[float]:
+        e = [math.exp(v) for v in z]
+        return [v / sum(e) for v in e]
+
+    ps, pt = softmax([v / temp for v in s]), softmax([v / temp for v in t])
+    kl = sum(b * math.log(b / a) for a, b in zip(ps, pt, strict=True))
+    ce = -math.log(softmax(s)[y])
+    expected = alpha * temp**2 * kl + (1 - alpha) * ce
+    got = distillation_loss(torch.tensor([s]), torch.tensor([t]), torch.tensor([y]), temp, alpha)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+def test_loss_limits() -> None:
+    g = torch.Generator().manual_seed(0)
+    s, t, y = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g), torch.tensor([0, 1, 2, 3, 0])
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert torch.allclose(distillation_loss(s, t, y, temperature=3.0, alpha=0.0), ce)
+    assert float(distillation_loss(s, s.clone(), y, temperature=3.0, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
+    # the KL term is a batch mean: duplicating the batch leaves the loss unchanged
+    both = distillation_loss(torch.cat([s, s]), torch.cat([t, t]), torch.cat([y, y]), 2.0, 0.7)
+    assert torch.allclose(distillation_loss(s, t, y, 2.0, 0.7), both)
+
+
+@pytest.fixture(scope="module")
+def teacher(eurosat_like: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("distill") / "teacher"
+    result = eotransfer.fit(eurosat_like, strategy="finetune", backbone="resnet18", head_epochs=5, epochs=3, out=str(out),
+                            **FAST)  # fmt: skip
+    assert result.metrics["test"]["overall_accuracy"] >= 0.9
+    return out
+
+
+def test_distilled_student_is_accurate_and_saved_alone(eurosat_like: Path, teacher: Path, tmp_path: Path) -> None:
+    out = tmp_path / "student"
+    result = eotransfer.fit(eurosat_like, strategy="distill", backbone="resnet10t", teacher=str(teacher), epochs=5,
+                            out=str(out), **FAST)  # fmt: skip
+    assert result.metrics["test"]["n"] == 15
+    assert result.metrics["test"]["overall_accuracy"] >= STUDENT_MIN_ACCURACY
+    assert result.card["arch"] == "resnet10t" and result.card["strategy"]["params"]["teacher"] == str(teacher)
+    # the saved student holds exactly a resnet10t classifier's weights: nothing of the teacher
+    saved = set(load_file(str(out / WEIGHT_FILE)))
+    arch = get_architecture("resnet10t")
+    with torch.device("meta"):
+        fresh = EOClassifier(build_network(arch, 13, 16), result.card["num_features"], 3, 13)
+    assert saved == set(fresh.state_dict())
+    assert eotransfer.evaluate(out, eurosat_like, bands="eurosat-ms")["overall_accuracy"] >= STUDENT_MIN_ACCURACY
+
+
+def test_missing_or_unreadable_teacher(eurosat_like: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="^--teacher: distill needs a teacher"):
+        eotransfer.fit(eurosat_like, strategy="distill", backbone="resnet10t", epochs=1, **FAST)
+    with pytest.raises(ConfigError, match="^--teacher: .*not an eotransfer model directory"):
+        eotransfer.fit(eurosat_like, strategy="distill", backbone="resnet10t", teacher=str(tmp_path), epochs=1, **FAST)
+
+
+def test_teacher_with_other_bands(eurosat_like: Path, teacher: Path) -> None:
+    with pytest.raises(BandError, match="^--teacher: .*other bands.*only in the teacher: sentinel2-l1c:B01"):
+        eotransfer.fit(eurosat_like, strategy="distill", backbone="resnet10t", teacher=str(teacher), epochs=1,
+                       use_bands="B02,B03,B04", **FAST)  # fmt: skip
+
+
+def test_teacher_with_other_classes(eurosat_like: Path, teacher: Path, tmp_path: Path) -> None:
+    for c in ("cropland", "forest"):
+        shutil.copytree(eurosat_like / c, tmp_path / c)
+    with pytest.raises(ConfigError, match="^--teacher: .*other classes.*only in the teacher: water"):
+        eotransfer.fit(tmp_path, strategy="distill", backbone="resnet10t", teacher=str(teacher), epochs=1, **FAST)
+
+
+def test_student_larger_than_teacher_warns(eurosat_like: Path, teacher: Path) -> None:
+    ds = open_dataset(eurosat_like, bands="eurosat-ms")
+    with torch.device("meta"):  # only the parameter count matters
+        student = EOClassifier(build_network(get_architecture("resnet34"), 13, 16), 512, 3, 13)
+    strategy = Distill(DistillParams(teacher=str(teacher)))
+    with pytest.warns(UserWarning, match=r"student \(21,[0-9,]+ parameters\) is larger than the teacher resnet18"):
+        strategy.prepare(ds, None, student)
+    assert strategy.teacher is not None and not any(p.requires_grad for p in strategy.teacher.parameters())
