@@ -1,0 +1,104 @@
+"""Reuse strategies side by side: feature extraction (each classifier), linear probe, fine-tune, progressive unfreezing.
+
+From scratch and from a pre-trained backbone, at several labels per class and seeds, on one fixed
+split, with the two reference rows (band statistics + logistic regression; training from scratch).
+Reads packed ``.npz`` data (``scripts/pack_device_data.py``) or any data set path, so it runs on the
+lent GPU as well as on the CPU.  Rows go to ``rows.jsonl`` as they finish; ``results.md`` and a plot
+summarise them (the same summary as ``pretrain_transfer.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from pretrain_transfer import ArrayDataset, reference_row, summarise  # noqa: E402
+
+from eotransfer.api import fit  # noqa: E402
+from eotransfer.data.base import open_dataset  # noqa: E402
+from eotransfer.data.splits import make_split, restrict_to_k_per_class  # noqa: E402
+from eotransfer.errors import EOTransferError  # noqa: E402
+
+STRATEGIES: dict[str, dict[str, Any]] = {
+    **{
+        f"feature-extraction:{c}": {"strategy": "feature-extraction", "classifier": c}
+        for c in ("logreg", "linear-svm", "rbf-svm", "knn", "random-forest")
+    },  # fmt: skip
+    "linear-probe": {"strategy": "linear-probe", "epochs": 60, "lr": 1e-2, "patience": 15, "augment": False},
+    "finetune": {"strategy": "finetune", "head_epochs": 20, "epochs": 15, "patience": 6},
+    "progressive-unfreeze": {"strategy": "progressive-unfreeze", "head_epochs": 10, "unfreeze_every": 3, "epochs": 8},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--name", default="eurosat")
+    ap.add_argument("--bands", default=None)
+    ap.add_argument("--split", default="stratified", choices=("stratified", "lonlat-block"))
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--backbone", default="resnet10t")
+    ap.add_argument("--weights", default="eotransfer:eurosat-s2-resnet10t-moco")
+    ap.add_argument("--ks", default="5,20,0", help="labels per class; 0 = all")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--budget-s", type=float, default=1e9, help="stop starting new fits after this many seconds")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    t_start = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "rows.jsonl").unlink(missing_ok=True)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"device: {device}; torch {torch.__version__}", flush=True)
+    ds = ArrayDataset(
+        open_dataset(args.data, bands=args.bands) if args.bands else open_dataset(args.data), None, args.size
+    )
+    if args.split == "lonlat-block":
+        base = make_split(
+            "lonlat-block", ds.labels, ds.lonlat(), seed=0, block_deg=0.1, test_fraction=0.3, val_fraction=0.1
+        )
+    else:
+        base = make_split("stratified", ds.labels, seed=0, test_fraction=0.3, val_fraction=0.1)
+    chosen = [s for s in args.strategies.split(",") if s]
+    for seed in range(args.seeds):
+        for k in [int(v) for v in args.ks.split(",")]:
+            if time.time() - t_start > args.budget_s:
+                print(f"budget reached before seed {seed} k={k}", flush=True)
+                break
+            try:
+                split = restrict_to_k_per_class(base, ds.labels, k, seed, ds.classes) if k else base
+            except EOTransferError as exc:
+                print(f"k={k}: {exc}", flush=True)
+                continue
+            rows = [{"data": args.name, "k": k or "all", "n_train": len(split.train), "seed": seed, "init": "—",
+                     "strategy": "band-stats+LR", "accuracy": reference_row(ds, split, seed), "seconds": 0.0}]  # fmt: skip
+            for init, w in (("scratch", None), ("pretrained", args.weights)):
+                for name in chosen:
+                    t0 = time.time()
+                    opts = dict(STRATEGIES[name])
+                    res = fit(ds, split_override=split, backbone=args.backbone, weights=w, seed=seed, progress=False,
+                              verbose=False, batch_size=64, **opts)  # fmt: skip
+                    rows.append({"data": args.name, "k": k or "all", "n_train": len(split.train), "seed": seed,
+                                 "init": init, "strategy": name, "accuracy": res.metrics["test"]["overall_accuracy"],
+                                 "seconds": round(time.time() - t0, 1)})  # fmt: skip
+            with (args.out / "rows.jsonl").open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+            print(f"seed {seed} k={k or 'all'}: " + ", ".join(f"{r['init']}/{r['strategy']}={r['accuracy']:.3f}" for r in rows),
+                  flush=True)  # fmt: skip
+    print(summarise(args.out), flush=True)
+    print(f"total {time.time() - t_start:.0f} s on {device}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
