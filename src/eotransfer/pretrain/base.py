@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from eotransfer.data.augment import AugmentParams, EOAugment
-from eotransfer.errors import ConfigError, did_you_mean
 from eotransfer.models.model import Normalize
+from eotransfer.registry import Registry
 from eotransfer.strategies.base import CommonParams, Phase, Strategy, param
 
 
@@ -140,18 +140,12 @@ class SSLMethod(Strategy):
         return self.monitor(model.features, engine)  # type: ignore[no-any-return]
 
 
-METHODS: dict[str, type[SSLMethod]] = {}
-
-
-def register_method(cls: type[SSLMethod]) -> type[SSLMethod]:
-    METHODS[cls.name] = cls
-    return cls
-
-
-def get_method(name: str) -> type[SSLMethod]:
+def _load_methods() -> None:
     from eotransfer import pretrain
 
     pretrain.load_all()
-    if name not in METHODS:
-        raise ConfigError(f"--method: unknown pre-training method '{name}'" + did_you_mean(name, METHODS))
-    return METHODS[name]
+
+
+METHODS: Registry[type[SSLMethod]] = Registry("pre-training method", "--method", _load_methods)
+register_method = METHODS.register
+get_method = METHODS.lookup

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from eotransfer.errors import ConfigError, did_you_mean
+from eotransfer.registry import Registry
 
 
 def param(
@@ -147,21 +148,15 @@ def head_phase(model: nn.Module, epochs: int, lr: float, augment: bool = False) 
     return Phase("head", epochs, [{"params": head, "lr": lr}], frozen_backbone=not augment, augment=augment)
 
 
-STRATEGIES: dict[str, type[Strategy]] = {}
+def _load_strategies() -> None:
+    from eotransfer import strategies
+
+    strategies.load_all()
 
 
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    STRATEGIES[cls.name] = cls
-    return cls
-
-
-def get_strategy(name: str) -> type[Strategy]:
-    from eotransfer import strategies as _s  # noqa: F401
-
-    _s.load_all()
-    if name not in STRATEGIES:
-        raise ConfigError(f"--strategy: unknown strategy '{name}'" + did_you_mean(name, STRATEGIES))
-    return STRATEGIES[name]
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "--strategy", _load_strategies)
+register_strategy = STRATEGIES.register
+get_strategy = STRATEGIES.lookup
 
 
 def make_params(strategy: type[Strategy], values: dict[str, Any]) -> Any:
