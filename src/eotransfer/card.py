@@ -179,12 +179,18 @@ class SavedModel:
             )
         self.network.eval()
         out = []
+        embed = None
+        if self.classifier is not None:
+            from eotransfer.evaluation.classical import embedding_fn
+
+            embed = embedding_fn(self.network, str((self.card.get("classifier") or {}).get("stage", "pooled")))
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size], dtype=np.float32))
             if self.classifier is not None:
                 from eotransfer.evaluation.classical import classifier_proba
 
-                feats = self.network.features(x).float().numpy()  # type: ignore[operator]
+                assert embed is not None
+                feats = embed(x).float().numpy()
                 out.append(classifier_proba(self.classifier, feats, len(self.classes)))
             else:
                 out.append(torch.softmax(self.network(x), dim=1).numpy())

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import eotransfer
 from eotransfer.data.base import open_dataset
-from eotransfer.errors import BandError, ConfigError
+from eotransfer.errors import BandError, ConfigError, EOTransferError
 from eotransfer.losses import distillation_loss
 from eotransfer.models.backbones import build_network, get_architecture
 from eotransfer.models.model import EOClassifier
@@ -105,3 +105,46 @@ def test_student_larger_than_teacher_warns(eurosat_like: Path, teacher: Path) ->
     with pytest.warns(UserWarning, match=r"student \(21,[0-9,]+ parameters\) is larger than the teacher resnet18"):
         strategy.prepare(ds, None, student)
     assert strategy.teacher is not None and not any(p.requires_grad for p in strategy.teacher.parameters())
+
+
+def test_unlabelled_transfer_set(eurosat_like: Path, teacher: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The eurosat_like folder as unlabelled imagery (its labels ignored): 4 extra images per step."""
+    labelled: list[int] = []
+    seen: list[int] = []
+    prepare, training_loss = Distill.prepare, Distill.training_loss
+
+    def spy_prepare(self: Distill, dataset: Any, split: Any, model: torch.nn.Module) -> None:
+        prepare(self, dataset, split, model)
+        assert self.teacher is not None
+        self.teacher.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+
+    def spy_loss(self: Distill, model: torch.nn.Module, images: torch.Tensor, *rest: Any) -> torch.Tensor:
+        labelled.append(images.shape[0])
+        return training_loss(self, model, images, *rest)
+
+    monkeypatch.setattr(Distill, "prepare", spy_prepare)
+    monkeypatch.setattr(Distill, "training_loss", spy_loss)
+    result = eotransfer.fit(eurosat_like, strategy="distill", backbone="resnet10t", teacher=str(teacher), epochs=2,
+                            unlabelled=str(eurosat_like), unlabelled_bands="eurosat-ms", unlabelled_per_batch=4,
+                            **FAST)  # fmt: skip
+    assert labelled and seen[: len(labelled)] == [n + 4 for n in labelled]
+    losses = [row["train_loss"] for row in result.history if "train_loss" in row]
+    assert losses and all(math.isfinite(v) for v in losses)
+
+
+def test_unlabelled_batch_is_deterministic(eurosat_like: Path, teacher: Path) -> None:
+    ds = open_dataset(eurosat_like, bands="eurosat-ms")
+    strategy = Distill(DistillParams(teacher=str(teacher), unlabelled=str(eurosat_like), unlabelled_bands="eurosat-ms"))
+    with torch.device("meta"):
+        student = EOClassifier(build_network(get_architecture("resnet10t"), 13, 16), 512, 3, 13)
+    strategy.prepare(ds, None, student)
+    images = torch.zeros(2, 13, 16, 16)
+    a = strategy._unlabelled_batch(images, torch.Generator().manual_seed(3))
+    b = strategy._unlabelled_batch(images, torch.Generator().manual_seed(3))
+    assert a.shape == (32, 13, 16, 16) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def test_unlabelled_missing_path(eurosat_like: Path, teacher: Path, tmp_path: Path) -> None:
+    with pytest.raises(EOTransferError, match="^--unlabelled: .*nowhere"):
+        eotransfer.fit(eurosat_like, strategy="distill", backbone="resnet10t", teacher=str(teacher), epochs=1,
+                       unlabelled=str(tmp_path / "nowhere"), **FAST)  # fmt: skip

@@ -141,3 +141,37 @@ def test_export_and_distill_refuse_a_scikit_learn_head(
         eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="distill", teacher=str(model_dir), backbone="resnet10t",
                        labels_per_class=6, epochs=1, progress=False, verbose=False)  # fmt: skip
     assert not (tmp_path / "x").exists()
+
+
+def test_intermediate_stage_embeds_fits_and_reloads(
+    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eotransfer.evaluation.classical import embedding_stages
+
+    monkeypatch.setenv("EOTRANSFER_CACHE", str(tmp_path / "cache"))  # the module's cache keeps its 3 files
+    cache = tmp_path / "cache" / "features"
+
+    result = eotransfer.fit(eurosat_like, classifier="logreg", stage="layer3", out=str(tmp_path / "m"), **OPTS)
+    assert result.card["classifier"]["stage"] == "layer3"
+    assert result.card["strategy"]["params"]["stage"] == "layer3"
+    assert result.metrics["test"]["overall_accuracy"] >= 0.9  # three well-separated classes (15/15 measured)
+    saved = load_model(result.out)
+    assert saved.classifier.n_features_in_ == 256  # resnet18's layer3 has 256 channels (pooled: 512)
+    assert "layer3" in embedding_stages(saved.network.backbone)  # type: ignore[arg-type]
+    metrics = eotransfer.api.evaluate(result.out, eurosat_like, split="stratified", labels_per_class=6, seed=0)
+    assert metrics["confusion_matrix"] == result.metrics["test"]["confusion_matrix"]
+    ds = eotransfer.api.load_data(eotransfer.api.FitConfig(data=str(eurosat_like), bands="eurosat-ms"))
+    images = np.stack([ds[int(i)]["image"].numpy() for i in result.split.test])
+    probs = saved.predict_proba(images)
+    assert probs.shape == (15, 3)
+    np.testing.assert_array_equal(probs, load_model(result.out).predict_proba(images))
+    # the cached test-side features are those of the stage, and the stage's cache is separate from pooled ones
+    assert {np.load(f)["features"].shape[1] for f in cache.glob("*.npz")} == {256}
+    cached = [f for f in cache.glob("*.npz") if np.load(f)["features"].shape[1] == 256]
+    test_feats = [np.load(f)["features"] for f in cached if len(np.load(f)["features"]) == 15]
+    assert any(np.allclose(saved.classifier.predict_proba(f), probs, atol=1e-5) for f in test_feats)
+
+
+def test_unknown_stage_names_the_option(eurosat_like: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--stage: unknown stage 'layer9'.*valid stages: pooled, layer1, .*layer4"):
+        eotransfer.fit(eurosat_like, classifier="logreg", stage="layer9", **OPTS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +134,75 @@ def load_classifier(path: Path) -> Any:
     return sio.loads(data, trusted=sorted(untrusted))
 
 
-def _cache_key(model: torch.nn.Module, subset: Any) -> str:
-    """Digest of everything the features depend on: the weights before the head and the samples read."""
+#: The default embedding: the backbone's own globally pooled output.
+POOLED = "pooled"
+
+
+def embedding_stages(backbone: torch.nn.Module) -> list[str]:
+    """Valid ``stage`` values for ``backbone``: ``pooled`` and every stage that is one sub-module."""
+    from eotransfer.models.stages import backbone_stages
+
+    modules = dict(backbone.named_modules())
+    return [POOLED] + [name for name, _ in backbone_stages(backbone) if name and name in modules]
+
+
+def check_stage(backbone: torch.nn.Module, stage: str) -> None:
+    """Raise a ConfigError naming ``--stage`` and the valid stages when ``stage`` is not one."""
+    valid = embedding_stages(backbone)
+    if stage not in valid:
+        raise ConfigError(f"--stage: unknown stage '{stage}' of this backbone; valid stages: {', '.join(valid)}")
+
+
+class _StageReached(Exception):
+    """Raised by the hook to skip the rest of the network once the stage's output is captured."""
+
+
+def _global_pool(out: Any) -> torch.Tensor:
+    """N×C×H×W → mean over H, W; N×T×D (ViT tokens) → mean over tokens; N×C unchanged."""
+    if isinstance(out, tuple | list):
+        out = out[0]
+    if out.ndim == 4:
+        return out.mean(dim=(2, 3))
+    if out.ndim == 3:
+        return out.mean(dim=1)
+    return out.flatten(1)
+
+
+def embedding_fn(model: Any, stage: str = POOLED) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The embedding of an :class:`EOClassifier`: its pooled features, or a stage's output, pooled.
+
+    A stage's output is captured with a forward hook on the stage's module; the hook then stops the
+    forward pass, so later stages are not computed.
+    """
+    if stage == POOLED:
+        return model.features  # type: ignore[no-any-return]
+    check_stage(model.backbone, stage)
+    module = model.backbone.get_submodule(stage)
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+
+        def hook(_m: Any, _i: Any, out: Any) -> None:
+            captured.append(_global_pool(out))
+            raise _StageReached
+
+        handle = module.register_forward_hook(hook)
+        try:
+            model.features(x)
+        except _StageReached:
+            pass
+        finally:
+            handle.remove()
+        return captured[0]
+
+    return embed
+
+
+def _cache_key(model: torch.nn.Module, subset: Any, stage: str = POOLED) -> str:
+    """Digest of everything the features depend on: the weights before the head, the stage, the samples read."""
     h = hashlib.sha256()
+    if stage != POOLED:  # the pooled key is unchanged, so existing caches stay valid
+        h.update(f"stage={stage}".encode())
     for k, v in sorted(model.state_dict().items()):
         if not k.startswith("head."):
             h.update(k.encode())
@@ -156,15 +223,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EOTRANSFER_CACHE", Path.home() / ".cache" / "eotransfer")) / "features"
 
 
-def frozen_features(engine: Any, model: Any, subset: Any, cache: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Backbone features and labels of ``subset``, computed once by the engine and cached on disk."""
-    path = cache_dir() / f"{_cache_key(model, subset)}.npz" if cache and len(subset) else None
+def frozen_features(
+    engine: Any, model: Any, subset: Any, cache: bool, stage: str = POOLED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features (of ``stage``) and labels of ``subset``, computed once by the engine and cached on disk."""
+    embed = embedding_fn(model, stage)  # an unknown stage fails here, before any forward pass
+    path = cache_dir() / f"{_cache_key(model, subset, stage)}.npz" if cache and len(subset) else None
     if path is not None and path.is_file():
         with np.load(path, allow_pickle=False) as z:
             return z["features"], z["labels"]
     model.eval()
     model.to(engine.fabric.device)
-    feats, labels = engine._forward_all(model.features, subset)
+    feats, labels = engine._forward_all(embed, subset)
     x, y = feats.numpy(), labels.numpy().astype(np.int64)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

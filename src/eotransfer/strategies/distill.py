@@ -6,6 +6,12 @@ Network", arXiv:1503.02531): the student minimises ``α·T²·KL(teacher_T ‖ s
 know the data's bands (in the same order) and classes.  The student is the ``fit`` backbone
 (``--backbone``, initialised from ``--weights``) and trains end to end.  The teacher lives in the
 strategy, not in the student, so checkpoints and the saved student hold the student alone.
+
+With ``--unlabelled`` the student also learns from unlabelled imagery that the teacher labels: the
+"transfer set" of Hinton et al. 2015, section 2, need not be the labelled training set.  Each step
+draws ``--unlabelled-per-batch`` patches (of the labelled images' size, mapped to the data's bands)
+from the epoch's generator and adds the pure soft-target term ``α·T²·KL(teacher_T ‖ student_T)`` on
+them, with no hard labels, to the labelled loss.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eotransfer.errors import BandError, ConfigError, EOTransferError
+from eotransfer.errors import BandError, ConfigError, DataError, EOTransferError
 from eotransfer.losses.distillation import distillation_loss
 from eotransfer.strategies.base import CommonParams, Phase, Strategy, param, register_strategy
 
@@ -29,6 +35,11 @@ class DistillParams(CommonParams):
     alpha: float = param(0.9, "weight of the distillation term; 1 − alpha weighs cross-entropy on the labels", 0.0, 1.0)
     epochs: int = param(30, "epochs of end-to-end student training", 1, 10_000)
     lr: float = param(1e-3, "learning rate of the whole student", 1e-7, 10.0)
+    unlabelled: str = param(
+        "", "unlabelled imagery the teacher labels (soft targets only): data sets, folders or rasters, comma-separated"
+    )
+    unlabelled_bands: str | None = param(None, "the bands of the --unlabelled files, as --bands (default: inferred)")
+    unlabelled_per_batch: int = param(0, "unlabelled patches per step (0 = --batch-size)", 0, 4096)
 
 
 def _difference(data: list[str], teacher: list[str]) -> str:
@@ -52,6 +63,7 @@ class Distill(Strategy):
     def __init__(self, params: Any) -> None:
         super().__init__(params)
         self.teacher: nn.Module | None = None
+        self.pool: Any = None
 
     def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
         from eotransfer.card import load_model
@@ -90,6 +102,43 @@ class Distill(Strategy):
                 stacklevel=2,
             )
         self.teacher = teacher
+        self.pool = self._open_unlabelled(dataset) if self.params.unlabelled else None
+
+    def _open_unlabelled(self, dataset: Any) -> Any:
+        """A :class:`~eotransfer.data.pool.PatchPool` of the ``--unlabelled`` data in the data's bands."""
+        from eotransfer.data.pool import PatchPool, open_pool_source
+
+        p = self.params
+        paths = [x.strip() for x in p.unlabelled.split(",") if x.strip()]
+        if not paths:
+            raise ConfigError(f"--unlabelled: {p.unlabelled!r} names no data set, folder or raster")
+        h, w = dataset.checked_read(0).shape[-2:]
+        sources = []
+        for path in paths:
+            try:
+                sources.append(open_pool_source(path, bands=p.unlabelled_bands))
+            except EOTransferError as e:
+                where = "" if path in str(e) else f"{path}: "
+                hint = "; declare the unlabelled files' bands with --unlabelled-bands" if "--bands" in str(e) else ""
+                raise ConfigError(f"--unlabelled: {where}{e}{hint}") from e
+        try:
+            pool = PatchPool(sources, min(h, w), bands=dataset.bands)
+        except BandError as e:
+            raise BandError(
+                f"--unlabelled: cannot map its bands to the data's ({dataset.bands.describe()}): {e}; "
+                "pass --unlabelled-bands to declare the files' bands, or imagery of the same sensor"
+            ) from e
+        except EOTransferError as e:
+            raise DataError(f"--unlabelled: {e}") from e
+        if len(pool) == 0:
+            raise DataError(f"--unlabelled: {p.unlabelled} holds no images")
+        return pool
+
+    def _unlabelled_batch(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n = self.params.unlabelled_per_batch or self.params.batch_size
+        picks = torch.randint(0, len(self.pool), (n,), generator=gen, device=gen.device).tolist()
+        batch = torch.stack([torch.from_numpy(self.pool.read(i)) for i in picks])
+        return batch.to(device=images.device, dtype=images.dtype)
 
     def phases(self, model: nn.Module) -> list[Phase]:
         p = self.params
@@ -104,7 +153,16 @@ class Distill(Strategy):
             raise ConfigError("--teacher: the teacher was not loaded; fit calls prepare() before training")
         if next(teacher.parameters()).device != images.device:
             teacher.to(images.device)
+        p = self.params
+        n = images.shape[0]
+        if self.pool is not None:  # one forward pass over labelled and unlabelled images
+            images = torch.cat([images, self._unlabelled_batch(images, gen)])
         with torch.no_grad():
             teacher_logits = teacher(images)
-        p = self.params
-        return distillation_loss(model(images), teacher_logits, labels, p.temperature, p.alpha)
+        student_logits = model(images)
+        loss = distillation_loss(student_logits[:n], teacher_logits[:n], labels, p.temperature, p.alpha)
+        if self.pool is not None:  # soft targets only: alpha=1 drops the (absent) hard term
+            s, t = student_logits[n:], teacher_logits[n:]
+            dummy = torch.zeros(s.shape[0], dtype=torch.long, device=s.device)
+            loss = loss + p.alpha * distillation_loss(s, t, dummy, p.temperature, alpha=1.0)
+        return loss

@@ -11,7 +11,12 @@ of the training and evaluation samples once with the engine (cached on disk unde
 classifier with hyperparameters chosen by stratified cross-validation.  The classifier is saved as
 ``classifier.skops`` in the model directory (loaded with an explicit type allow-list, never
 unpickled); ``weights.safetensors`` keeps the backbone and an unused, untrained linear head.
-Only the pooled embedding is offered for now (no intermediate stage).
+``stage`` picks the embedding: ``pooled`` (the backbone's global pooled output) or the output of one
+stage of the backbone (``layer3``, ``stages.2``, ``blocks.5``, ... as listed by
+:func:`eotransfer.models.stages.backbone_stages`), globally average-pooled (ViT: mean over tokens);
+intermediate stages often transfer better across domains (Yosinski et al. 2014, "How transferable
+are features in deep neural networks?", NeurIPS).  The stage is recorded in the card
+(``classifier.stage``) and used again by ``predict``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from torch import nn
 
 from eotransfer.evaluation.classical import (
     CLASSIFIER_FILE,
+    POOLED,
+    check_stage,
     classifier_proba,
     dump_classifier,
     fit_cv,
@@ -39,6 +46,9 @@ class FeatureExtractionParams(CommonParams):
     classifier: str = param("logreg", "classifier on the features: " + " | ".join(CLASSIFIERS), choices=CLASSIFIERS)
     cv_folds: int = param(
         5, "cross-validation folds for the classifier's hyperparameters (capped by the smallest class)", 2, 50
+    )
+    stage: str = param(
+        POOLED, "embedding: 'pooled' (the backbone's pooled output) or a backbone stage's output, pooled (e.g. layer3)"
     )
     feature_cache: bool = param(True, "cache the backbone's features on disk ($EOTRANSFER_CACHE/features)")
 
@@ -56,13 +66,16 @@ class FeatureExtraction(Strategy):
         self.classifier_: Any = None
         self.n_classes_ = 0
 
+    def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
+        check_stage(model.backbone, self.params.stage)  # type: ignore[arg-type]
+
     def phases(self, model: nn.Module) -> list[Phase]:
         return []
 
     def fit_classifier(self, features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> dict[str, Any]:
         self.classifier_, record = fit_cv(self.params.classifier, features, labels, self.params.cv_folds, seed)
         self.n_classes_ = n_classes
-        return record
+        return {**record, "stage": self.params.stage}
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         return classifier_proba(self.classifier_, features, self.n_classes_)
