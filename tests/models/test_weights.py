@@ -269,3 +269,13 @@ def test_torchgeo_weight_bands_drive_the_mapping(tmp_path: Path, monkeypatch: py
     conv = bb.module.state_dict()["conv1.weight"]
     assert torch.equal(conv, torch.stack([state["conv1.weight"][:, i] for i in (8, 7, 3)], 1) * (13 / 3))
     assert bb.weights["source"] == "torchgeo" and bb.weights["name"] == TG_NAME
+
+
+def test_every_torchgeo_catalogue_member_resolves() -> None:
+    """``get_weight`` refuses some members of TorchGeo's own enums; the catalogue must still list them all."""
+    from eotransfer.models.weights import list_torchgeo_weights, torchgeo_catalogue
+
+    rows = torchgeo_catalogue()
+    assert [r["name"] for r in rows] == list_torchgeo_weights()
+    decur = next(r for r in rows if r["name"] == "ResNet50_Weights.SENTINEL1_GRD_DECUR")
+    assert decur["in_chans"] == 2

@@ -112,11 +112,16 @@ def _sensor_for_torchgeo(member_name: str, n_bands: int) -> str:
 
 def torchgeo_weight(name: str) -> Any:
     """The TorchGeo ``WeightsEnum`` member called ``name`` (e.g. ``ResNet18_Weights.SENTINEL2_ALL_MOCO``)."""
+    import torchgeo.models as tgm
     from torchgeo.models import get_weight
 
     try:
         return get_weight(name)
-    except Exception:
+    except Exception:  # get_weight refuses some members of its own enums (e.g. ResNet50_Weights.SENTINEL1_GRD_DECUR)
+        enum_name, _, member = name.partition(".")
+        enum = getattr(tgm, enum_name, None)
+        if enum is not None and hasattr(enum, "__members__") and member in enum.__members__:
+            return enum[member]
         raise WeightError(
             f"--weights: unknown TorchGeo weight '{name}'" + did_you_mean(name, list_torchgeo_weights())
         ) from None
