@@ -72,6 +72,9 @@ def test_short_fit(strategy: str, backbone: str, data32: Upsampled, request: pyt
     params = short_params(cls)
     if "teacher" in {f.name for f in dataclasses.fields(cls.Params)}:
         params["teacher"] = request.getfixturevalue("teacher")
+    if "target" in {f.name for f in dataclasses.fields(cls.Params)}:  # domain adaptation: unlabelled target data
+        params["target"] = str(request.getfixturevalue("eurosat_like"))
+        params["target_bands"] = "eurosat-ms"
     result = eotransfer.fit(data32, strategy=strategy, backbone=backbone, seed=0, accelerator="cpu",
                             progress=False, verbose=False, **params)  # fmt: skip
     test = result.metrics["test"]

@@ -1,0 +1,78 @@
+"""``coral``: unsupervised domain adaptation by aligning the feature covariances of source and target.
+
+Deep CORAL (Sun & Saenko 2016, "Deep CORAL: Correlation Alignment for Deep Domain Adaptation",
+ECCV 2016 workshops): the network trains on the labelled source data with cross-entropy plus
+``λ·‖C_s − C_t‖²_F / (4 d²)`` (:func:`eotransfer.losses.coral_loss`) between the covariances of the
+backbone features of a source batch and of an unlabelled target-domain batch (``--target``).  As
+``finetune``, the head first trains on the frozen backbone; the alignment term acts in the
+end-to-end phase, where each step draws as many target patches as source images from the epoch's
+generator and sends both through the backbone in one forward pass.
+
+The target data are read as unlabelled imagery: labels they may have are ignored (never seen in
+training).  Other alignment losses subclass :class:`Coral` and override :meth:`Coral.alignment`
+(``mmd``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from eotransfer.losses.alignment import coral_loss
+from eotransfer.strategies._target import logits_and_features, open_target_pool, target_batch
+from eotransfer.strategies.base import CommonParams, Phase, Strategy, head_phase, param, register_strategy
+
+
+@dataclass
+class AlignmentParams(CommonParams):
+    target: str = param("", "unlabelled target-domain imagery (labels ignored): data sets, folders or rasters, comma-separated (required)")  # fmt: skip
+    target_bands: str | None = param(None, "the bands of the --target files, as --bands (default: inferred)")
+    adapt_weight: float = param(1.0, "weight λ of the domain-alignment term added to cross-entropy", 0.0, 10_000.0)
+    head_epochs: int = param(30, "epochs of head-only training on the frozen backbone (0 = skip)", 0, 100_000)
+    head_lr: float = param(1e-2, "learning rate of the head-only phase", 1e-7, 10.0)
+    epochs: int = param(15, "epochs of end-to-end training with the alignment term", 1, 10_000)
+    lr: float = param(1e-3, "learning rate of the head during end-to-end training", 1e-7, 10.0)
+    backbone_lr_factor: float = param(0.1, "backbone learning rate = lr × this factor", 0.0, 10.0)
+
+
+@register_strategy
+class Coral(Strategy):
+    name = "coral"
+    Params = AlignmentParams
+    summary = "cross-entropy on the source plus Deep CORAL covariance alignment with unlabelled target data (Sun & Saenko 2016)"  # fmt: skip
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params)
+        self.pool: Any = None
+
+    def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
+        self.pool = open_target_pool(self.params.target, self.params.target_bands, dataset)
+
+    def alignment(self, fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+        """Distance between the source and target feature distributions."""
+        return coral_loss(fs, ft)
+
+    def phases(self, model: nn.Module) -> list[Phase]:
+        p = self.params
+        head = list(model.head.parameters())  # type: ignore[union-attr]
+        backbone = list(model.backbone.parameters())  # type: ignore[union-attr]
+        phases = [head_phase(model, p.head_epochs, p.head_lr)] if p.head_epochs else []
+        groups = [{"params": head, "lr": p.lr}, {"params": backbone, "lr": p.lr * p.backbone_lr_factor}]
+        phases.append(Phase("adapt", p.epochs, groups, frozen_backbone=False, augment=p.augment))
+        return phases
+
+    def training_loss(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
+        if self.pool is None:
+            raise RuntimeError(f"{self.name}: the --target data were not opened; fit calls prepare() before training")
+        n = images.shape[0]
+        if n < 2:  # one image has no covariance or spread to align
+            return self.loss(model, model(images), labels)
+        both = torch.cat([images, target_batch(self.pool, n, images, gen)])
+        logits, features = logits_and_features(model, both)
+        ce = self.loss(model, logits[:n], labels)
+        return ce + self.params.adapt_weight * self.alignment(features[:n], features[n:])
