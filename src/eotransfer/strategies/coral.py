@@ -15,6 +15,7 @@ training).  Other alignment losses subclass :class:`Coral` and override :meth:`C
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,19 +24,17 @@ from torch import nn
 
 from eotransfer.losses.alignment import coral_loss
 from eotransfer.strategies._target import logits_and_features, open_target_pool, target_batch
-from eotransfer.strategies.base import CommonParams, Phase, Strategy, head_phase, param, register_strategy
+from eotransfer.strategies.base import Phase, Strategy, param, register_strategy
+from eotransfer.strategies.finetune import Finetune, FinetuneParams
 
 
 @dataclass
-class AlignmentParams(CommonParams):
+class AlignmentParams(FinetuneParams):
+    """Fine-tuning's schedule (head first, then end to end), plus the target domain and the alignment weight."""
+
     target: str = param("", "unlabelled target-domain imagery (labels ignored): data sets, folders or rasters, comma-separated (required)")  # fmt: skip
     target_bands: str | None = param(None, "the bands of the --target files, as --bands (default: inferred)")
     adapt_weight: float = param(1.0, "weight λ of the domain-alignment term added to cross-entropy", 0.0, 10_000.0)
-    head_epochs: int = param(30, "epochs of head-only training on the frozen backbone (0 = skip)", 0, 100_000)
-    head_lr: float = param(1e-2, "learning rate of the head-only phase", 1e-7, 10.0)
-    epochs: int = param(15, "epochs of end-to-end training with the alignment term", 1, 10_000)
-    lr: float = param(1e-3, "learning rate of the head during end-to-end training", 1e-7, 10.0)
-    backbone_lr_factor: float = param(0.1, "backbone learning rate = lr × this factor", 0.0, 10.0)
 
 
 @register_strategy
@@ -56,12 +55,9 @@ class Coral(Strategy):
         return coral_loss(fs, ft)
 
     def phases(self, model: nn.Module) -> list[Phase]:
-        p = self.params
-        head = list(model.head.parameters())  # type: ignore[union-attr]
-        backbone = list(model.backbone.parameters())  # type: ignore[union-attr]
-        phases = [head_phase(model, p.head_epochs, p.head_lr)] if p.head_epochs else []
-        groups = [{"params": head, "lr": p.lr}, {"params": backbone, "lr": p.lr * p.backbone_lr_factor}]
-        phases.append(Phase("adapt", p.epochs, groups, frozen_backbone=False, augment=p.augment))
+        """Fine-tuning's phases; the end-to-end one (never on cached features) adds the alignment term."""
+        phases = Finetune(self.params).phases(model)
+        phases[-1] = dataclasses.replace(phases[-1], name="adapt", frozen_backbone=False)
         return phases
 
     def training_loss(
