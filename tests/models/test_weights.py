@@ -279,3 +279,23 @@ def test_every_torchgeo_catalogue_member_resolves() -> None:
     assert [r["name"] for r in rows] == list_torchgeo_weights()
     decur = next(r for r in rows if r["name"] == "ResNet50_Weights.SENTINEL1_GRD_DECUR")
     assert decur["in_chans"] == 2
+
+
+def test_int8_round_trip_is_within_half_a_step(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from eotransfer.models.weights import INT8_SCALE, load_state_file, quantize_int8
+
+    gen = torch.Generator().manual_seed(0)
+    state = {"conv.weight": torch.randn(8, 3, 3, 3, generator=gen), "bn.weight": torch.rand(8, generator=gen),
+             "bn.num_batches_tracked": torch.tensor(5)}  # fmt: skip
+    q = quantize_int8(state)
+    assert q["conv.weight"].dtype == torch.int8 and q["conv.weight" + INT8_SCALE].shape == (8,)
+    assert q["bn.weight"].dtype == torch.float16 and q["bn.num_batches_tracked"].item() == 5
+    save_file(q, str(tmp_path / "w.safetensors"))
+    back = load_state_file(tmp_path / "w.safetensors")
+    assert set(back) == set(state) and back["conv.weight"].dtype == torch.float32
+    step = state["conv.weight"].reshape(8, -1).abs().amax(1) / 127  # one quantisation step per output channel
+    err = (back["conv.weight"] - state["conv.weight"]).reshape(8, -1).abs().amax(1)
+    assert (err <= step / 2 + 1e-7).all()
+    assert torch.allclose(back["bn.weight"].float(), state["bn.weight"], atol=1e-3)

@@ -164,3 +164,16 @@ def test_loss_decreases_on_real_eurosat(tmp_path: Path) -> None:
                       **{**SMALL, "patch_size": 32, "batch_size": 24, "lr": 3e-3})  # fmt: skip
     losses = [row["train_loss"] for row in result.history]
     assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.05, losses
+
+
+def test_int8_storage_is_a_quarter_and_loads(
+    eurosat_like: Path, tmp_path: Path, pretrained: tuple[Path, object]
+) -> None:
+    out = tmp_path / "int8"
+    result = pretrain(eurosat_like, method="byol", epochs=1, out=str(out), int8=True, **SMALL)
+    assert (out / "weights.safetensors").stat().st_size < 0.3 * (pretrained[0] / "weights.safetensors").stat().st_size
+    assert json.loads((out / "card.json").read_text())["dtype"] == "int8"
+    bb = create_backbone("resnet18", BandSet.parse("eurosat-ms"), str(out), img_size=16, verbose=False)
+    trained = result.model.backbone.state_dict()  # type: ignore[attr-defined]
+    w, ref = bb.module.conv1.weight.detach(), trained["conv1.weight"]
+    assert w.dtype == torch.float32 and torch.allclose(w, ref, atol=float(ref.abs().max()) / 127)

@@ -46,6 +46,45 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EOTRANSFER_CACHE", Path.home() / ".cache" / "eotransfer")) / "weights"
 
 
+INT8_SCALE = ".int8_scale"
+
+
+def quantize_int8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Symmetric per-output-channel int8 for every floating tensor of 2+ dimensions (convolutions, linears).
+
+    Each such tensor ``k`` is stored as int8 plus a float32 ``k.int8_scale`` per output channel
+    (``w ≈ q · scale``, ``scale = max|w| / 127``; Jacob et al. 2018, "Quantization and Training of
+    Neural Networks for Efficient Integer-Arithmetic-Only Inference", CVPR); the rest is kept as
+    float16.  :func:`dequantize` undoes it on load, so a quarter-size file loads as float32.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        if v.is_floating_point() and v.ndim >= 2:
+            flat = v.float().reshape(v.shape[0], -1)
+            scale = (flat.abs().amax(1) / 127.0).clamp_min(1e-12)
+            out[k] = (flat / scale[:, None]).round().clamp(-127, 127).to(torch.int8).reshape(v.shape).contiguous()
+            out[k + INT8_SCALE] = scale.contiguous()
+        else:
+            out[k] = (v.half() if v.is_floating_point() else v).contiguous()
+    return out
+
+
+def dequantize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float32 tensors back from :func:`quantize_int8`'s int8 + scale pairs; other states pass unchanged."""
+    if not any(k.endswith(INT8_SCALE) for k in state):
+        return state
+    out = {}
+    for k, v in state.items():
+        if k.endswith(INT8_SCALE):
+            continue
+        scale = state.get(k + INT8_SCALE)
+        if scale is not None:
+            v = (v.float().reshape(v.shape[0], -1) * scale.float()[:, None]).reshape(v.shape)
+        out[k] = v
+    return out
+
+
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file or a torch state dict with ``weights_only=True``."""
     try:
@@ -60,7 +99,7 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
         raise WeightError(f"{path}: cannot be loaded safely ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightError(f"{path}: not a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in dequantize(state).items()}
 
 
 def _load_local(path: Path) -> LoadedWeights:
