@@ -53,33 +53,33 @@ def _method_param_classes() -> list[type]:
     return [cls.Params for cls in METHODS.values()]
 
 
+def _add_config_command(
+    sub: Any, name: str, help_text: str, data_help: str, config: type, kind: str, param_classes: list[type]
+) -> None:
+    """A command whose options come from ``config`` and from every registered ``kind``'s Params (and ``--config`` YAML)."""
+    cmd = sub.add_parser(name, help=help_text)
+    cmd.add_argument("data", nargs="?", help=f"{data_help} (or `data:` in --config)")
+    cmd.add_argument("--config", help="YAML file with the same keys as the options")
+    seen: set[str] = set()
+    _add_dataclass_options(cmd, config, seen)
+    group = cmd.add_argument_group(f"{kind} parameters (each applies to the {kind}s that declare it)")
+    for cls in param_classes:
+        _add_dataclass_options(group, cls, seen)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from eotransfer.api import FitConfig
 
     parser = argparse.ArgumentParser(prog="eotransfer", description="Transfer learning for Earth-observation imagery.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    fit = sub.add_parser("fit", help="adapt a backbone to a labelled data set")
-    fit.add_argument("data", nargs="?", help="data set path (or `data:` in --config)")
-    fit.add_argument("--config", help="YAML file with the same keys as the options")
-    seen: set[str] = set()
-    _add_dataclass_options(fit, FitConfig, seen)
-    params = fit.add_argument_group("strategy parameters (each applies to the strategies that declare it)")
-    for cls in _strategy_param_classes():
-        _add_dataclass_options(params, cls, seen)  # type: ignore[arg-type]
-
-    pre = sub.add_parser("pretrain", help="self-supervised pre-training of a backbone on unlabelled imagery")
-    pre.add_argument(
-        "data", nargs="?", help="unlabelled pool: data sets, folders, .npz packs or rasters, comma-separated"
-    )
-    pre.add_argument("--config", help="YAML file with the same keys as the options")
     from eotransfer.pretrain.run import PretrainConfig
 
-    seen_pre: set[str] = set()
-    _add_dataclass_options(pre, PretrainConfig, seen_pre)
-    mgroup = pre.add_argument_group("method parameters (each applies to the methods that declare it)")
-    for mcls in _method_param_classes():
-        _add_dataclass_options(mgroup, mcls, seen_pre)  # type: ignore[arg-type]
+    _add_config_command(sub, "fit", "adapt a backbone to a labelled data set", "data set path", FitConfig,
+                        "strategy", _strategy_param_classes())  # fmt: skip
+    _add_config_command(sub, "pretrain", "self-supervised pre-training of a backbone on unlabelled imagery",
+                        "unlabelled pool: data sets, folders, .npz packs or rasters, comma-separated", PretrainConfig,
+                        "method", _method_param_classes())  # fmt: skip
 
     ev = sub.add_parser("evaluate", help="score a saved model on labelled data")
     ev.add_argument("model", help="model directory")
