@@ -179,14 +179,8 @@ def fit(
     strategy.prepare(ds, split, model)
     classifier: dict[str, Any] | None = None
     if strategy.classical:  # a classifier on the frozen backbone's features: no network trains
-        from eotransfer.evaluation.classical import frozen_features
-
-        cache = bool(getattr(strategy.params, "feature_cache", False))
-        stage = str(getattr(strategy.params, "stage", "pooled"))
         history: list[dict[str, Any]] = []
-        classifier = strategy.fit_classifier(
-            *frozen_features(engine, model, train, cache, stage), len(ds.classes), cfg.seed
-        )
+        classifier = strategy.fit_classifier(*strategy.frozen_features(engine, model, train), len(ds.classes), cfg.seed)
     else:
         history = engine.fit(model, strategy, train, val if len(split.val) else None)
 
@@ -194,7 +188,7 @@ def fit(
     for name, subset in (("test", test), ("val", val)):
         if len(subset):
             if strategy.classical:
-                feats, y_true = frozen_features(engine, model, subset, cache, stage)
+                feats, y_true = strategy.frozen_features(engine, model, subset)
                 pred = strategy.predict_proba(feats).argmax(1)
             else:
                 logits, y = engine.predict_logits(model, subset)

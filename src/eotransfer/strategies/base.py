@@ -103,6 +103,10 @@ class Strategy:
     #: :meth:`model_files` in the model directory (see ``feature_extraction.py``)
     classical: ClassVar[bool] = False
 
+    def frozen_features(self, engine: Any, model: nn.Module, subset: Any) -> tuple[Any, Any]:
+        """Backbone features and labels of ``subset`` for a classical strategy (which embedding, cached or not)."""
+        raise NotImplementedError
+
     def fit_classifier(self, features: Any, labels: Any, n_classes: int, seed: int) -> dict[str, Any]:
         """Fit a classifier on backbone features; returns what the card records about it."""
         raise NotImplementedError

@@ -34,6 +34,7 @@ from eotransfer.evaluation.classical import (
     classifier_proba,
     dump_classifier,
     fit_cv,
+    frozen_features,
     make_classifier,
 )
 from eotransfer.strategies.base import CommonParams, Phase, Strategy, param, register_strategy
@@ -71,6 +72,9 @@ class FeatureExtraction(Strategy):
 
     def phases(self, model: nn.Module) -> list[Phase]:
         return []
+
+    def frozen_features(self, engine: Any, model: nn.Module, subset: Any) -> tuple[np.ndarray, np.ndarray]:
+        return frozen_features(engine, model, subset, self.params.feature_cache, self.params.stage)
 
     def fit_classifier(self, features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int) -> dict[str, Any]:
         self.classifier_, record = fit_cv(self.params.classifier, features, labels, self.params.cv_folds, seed)
