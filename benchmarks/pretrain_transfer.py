@@ -80,14 +80,18 @@ def reference_row(ds: EODataset, split: Split, seed: int) -> float:
     return float((clf.predict(f_test) == ds.labels[split.test]).mean())
 
 
+#: the strategies a label-efficiency grid compares: row name → ``fit`` options (``strategy`` defaults to the name)
+CURVE_STRATEGIES: dict[str, dict[str, Any]] = {
+    "linear-probe": {"epochs": 60, "lr": 1e-2, "patience": 15, "augment": False},
+    "finetune": {"head_epochs": 20, "epochs": 15, "patience": 6},
+}
+
+
 def run_grid(name: str, ds: EODataset, base: Split, weights: str, ks: list[int], seeds: int, deadline: float,
-             out: Path, backbone: str, fit_opts: dict[str, Any]) -> None:  # fmt: skip
+             out: Path, backbone: str, fit_opts: dict[str, Any],
+             strategies: dict[str, dict[str, Any]] = CURVE_STRATEGIES) -> None:  # fmt: skip
     """Every (seed, k, init, strategy) fit on ``base``'s test side; seeds outermost so a deadline cuts seeds, not k."""
     rows_path = out / "rows.jsonl"
-    strategies = {
-        "linear-probe": {"epochs": 60, "lr": 1e-2, "patience": 15, "augment": False},
-        "finetune": {"head_epochs": 20, "epochs": 15, "patience": 6},
-    }
     for seed in range(seeds):
         for k in ks:
             if time.time() > deadline:
@@ -104,8 +108,9 @@ def run_grid(name: str, ds: EODataset, base: Split, weights: str, ks: list[int],
             for init, w in (("scratch", None), ("pretrained", weights)):
                 for strategy, params in strategies.items():
                     t0 = time.time()
-                    res = fit(ds, split_override=split, strategy=strategy, backbone=backbone, weights=w, seed=seed,
-                              progress=False, verbose=False, **params, **fit_opts)  # fmt: skip
+                    opts = {"strategy": strategy, **params, **fit_opts}
+                    res = fit(ds, split_override=split, backbone=backbone, weights=w, seed=seed, progress=False,
+                              verbose=False, **opts)  # fmt: skip
                     test = res.metrics["test"]
                     rows.append({"data": name, "k": k or "all", "n_train": n_train, "seed": seed, "init": init,
                                  "strategy": strategy, "accuracy": test["overall_accuracy"],

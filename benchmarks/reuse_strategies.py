@@ -10,7 +10,6 @@ summarise them (the same summary as ``pretrain_transfer.py``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,12 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from pretrain_transfer import ArrayDataset, reference_row, summarise  # noqa: E402
+from pretrain_transfer import ArrayDataset, run_grid, summarise  # noqa: E402
 
-from eotransfer.api import fit  # noqa: E402
 from eotransfer.data.base import open_dataset  # noqa: E402
-from eotransfer.data.splits import make_split, restrict_to_k_per_class  # noqa: E402
-from eotransfer.errors import EOTransferError  # noqa: E402
+from eotransfer.data.splits import make_split  # noqa: E402
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     **{
@@ -69,32 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         base = make_split("stratified", ds.labels, seed=0, test_fraction=0.3, val_fraction=0.1)
-    chosen = [s for s in args.strategies.split(",") if s]
-    for seed in range(args.seeds):
-        for k in [int(v) for v in args.ks.split(",")]:
-            if time.time() - t_start > args.budget_s:
-                print(f"budget reached before seed {seed} k={k}", flush=True)
-                break
-            try:
-                split = restrict_to_k_per_class(base, ds.labels, k, seed, ds.classes) if k else base
-            except EOTransferError as exc:
-                print(f"k={k}: {exc}", flush=True)
-                continue
-            rows = [{"data": args.name, "k": k or "all", "n_train": len(split.train), "seed": seed, "init": "—",
-                     "strategy": "band-stats+LR", "accuracy": reference_row(ds, split, seed), "seconds": 0.0}]  # fmt: skip
-            for init, w in (("scratch", None), ("pretrained", args.weights)):
-                for name in chosen:
-                    t0 = time.time()
-                    opts = dict(STRATEGIES[name])
-                    res = fit(ds, split_override=split, backbone=args.backbone, weights=w, seed=seed, progress=False,
-                              verbose=False, batch_size=64, **opts)  # fmt: skip
-                    rows.append({"data": args.name, "k": k or "all", "n_train": len(split.train), "seed": seed,
-                                 "init": init, "strategy": name, "accuracy": res.metrics["test"]["overall_accuracy"],
-                                 "seconds": round(time.time() - t0, 1)})  # fmt: skip
-            with (args.out / "rows.jsonl").open("a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
-            print(f"seed {seed} k={k or 'all'}: " + ", ".join(f"{r['init']}/{r['strategy']}={r['accuracy']:.3f}" for r in rows),
-                  flush=True)  # fmt: skip
+    chosen = {s: STRATEGIES[s] for s in args.strategies.split(",") if s}
+    ks = [int(v) for v in args.ks.split(",")]
+    run_grid(args.name, ds, base, args.weights, ks, args.seeds, t_start + args.budget_s, args.out, args.backbone,
+             {"batch_size": 64}, chosen)  # fmt: skip
     print(summarise(args.out), flush=True)
     print(f"total {time.time() - t_start:.0f} s on {device}", flush=True)
     return 0
