@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
+	if [ "$$(id -u)" = 0 ]; then command -v chromium >/dev/null || (apt-get install -y -q chromium || echo "warning: chromium not installed; report rendering test will be skipped"); fi
 	touch $(STAMP)
 
 install: $(STAMP)

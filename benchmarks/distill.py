@@ -46,26 +46,36 @@ def macs_per_image(model: torch.nn.Module, image: torch.Tensor) -> int:
     return int(counter.get_total_flops()) // 2
 
 
-def latency_ms(model: torch.nn.Module, batch: torch.Tensor, runs: int, warmup: int) -> float:
-    """Median milliseconds per image of a forward pass on ``batch``."""
-    times = []
+def latencies_ms(models: dict[str, torch.nn.Module], batch: torch.Tensor, runs: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds per image of a forward pass on ``batch``, for each model.
+
+    The models take turns run by run, so that load from other processes on a shared machine falls on
+    all of them alike instead of on whichever was timed while it lasted.
+    """
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for i in range(warmup + runs):
-            t0 = time.perf_counter()
-            model(batch)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times) / len(batch)
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                model(batch)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - t0)
+    return {name: 1000.0 * statistics.median(t) / len(batch) for name, t in times.items()}
 
 
-def measure(model: torch.nn.Module, images: torch.Tensor, runs: int, warmup: int) -> dict[str, Any]:
-    model = model.eval().cpu()
+def measure(models: dict[str, torch.nn.Module], images: torch.Tensor, runs: int, warmup: int) -> dict[str, dict[str, Any]]:
+    models = {name: model.eval().cpu() for name, model in models.items()}
     batch32 = images[torch.arange(32) % len(images)]
+    one = latencies_ms(models, images[:1], runs, warmup)
+    many = latencies_ms(models, batch32, runs, warmup)
     return {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "macs_per_image": macs_per_image(model, images[0]),
-        "latency_ms_batch1": latency_ms(model, images[:1], runs, warmup),
-        "latency_ms_per_image_batch32": latency_ms(model, batch32, runs, warmup),
+        name: {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "macs_per_image": macs_per_image(model, images[0]),
+            "latency_ms_batch1": one[name],
+            "latency_ms_per_image_batch32": many[name],
+        }
+        for name, model in models.items()
     }
 
 
@@ -76,7 +86,7 @@ def markdown(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"`{meta['command']}`",
         "",
-        f"{meta['machine']}, torch {meta['torch']}, {meta['threads']} thread(s); latency: median of {meta['runs']} runs; "
+        f"{meta['machine']}, torch {meta['torch']}, {meta['threads']} thread(s); latency: median of {meta['runs']} runs, teacher and student timed in turns; "
         f"test: {meta['n_test']} samples of the teacher's split; student fit {meta['fit_seconds']:.1f} s.",
         "",
         "| | architecture | parameters | MACs / image | CPU ms / image (batch 1) | CPU ms / image (batch 32) | test accuracy |",
@@ -131,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     images = torch.from_numpy(np.stack([ds[int(i)]["image"].numpy() for i in test[:32]]))
+    timed = measure({"teacher": saved.network, "student": result.model}, images, args.runs, args.warmup)
     rows = {
-        "teacher": {"arch": saved.card["arch"], **measure(saved.network, images, args.runs, args.warmup),
-                    "test_accuracy": teacher_acc},
-        "student": {"arch": args.student, **measure(result.model, images, args.runs, args.warmup),
+        "teacher": {"arch": saved.card["arch"], **timed["teacher"], "test_accuracy": teacher_acc},
+        "student": {"arch": args.student, **timed["student"],
                     "test_accuracy": float(result.metrics["test"]["overall_accuracy"])},
     }  # fmt: skip
     meta = {

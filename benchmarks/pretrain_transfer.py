@@ -14,7 +14,8 @@ then the same curves on the held-out EuroSAT patches.
 
 Every table carries the two reference rows: band statistics + logistic regression, and training
 from scratch, on the same split and seeds.  Rows are appended to ``rows.jsonl`` as they finish, so
-a run stopped at its time limit still leaves a (shorter) table.
+a run stopped at its time limit still leaves a (shorter) table.  The grid, the reference rows and
+the summary are :mod:`eotransfer.evaluation.benchmark`'s (``run_grid``, ``summarise``).
 """
 
 from __future__ import annotations
@@ -32,170 +33,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from eotransfer.api import fit  # noqa: E402
 from eotransfer.data.base import EODataset, open_dataset  # noqa: E402
-from eotransfer.data.splits import Split, make_split, restrict_to_k_per_class  # noqa: E402
-from eotransfer.engine.metrics import mean_ci95  # noqa: E402
-from eotransfer.errors import EOTransferError  # noqa: E402
-from eotransfer.evaluation.reference import band_statistics_matrix, fit_band_statistics_classifier  # noqa: E402
+from eotransfer.data.splits import Split, make_split  # noqa: E402
+from eotransfer.evaluation.benchmark import ArrayDataset, run_grid, summarise  # noqa: E402
 from eotransfer.pretrain.run import pretrain  # noqa: E402
 
-
-class ArrayDataset(EODataset):
-    """Decoded (and optionally resized) samples of a packed data set, held in memory as their source dtype."""
-
-    format_name = "array"
-
-    def __init__(self, src: EODataset, indices: np.ndarray | None = None, size: int | None = None,
-                 labels: np.ndarray | None = None, classes: list[str] | None = None) -> None:  # fmt: skip
-        super().__init__("mask")
-        idx = np.arange(len(src)) if indices is None else np.asarray(indices)
-        first = src.read(int(idx[0]))
-        dtype = np.uint8 if np.nanmax(first) <= 255 and src.bands.keys[0].startswith("rgb") else np.float32
-        arrs = []
-        for i in idx:
-            x = torch.from_numpy(src.read(int(i)))
-            if size and x.shape[-1] != size:
-                x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True)[0]
-            arrs.append(x.numpy().round() if dtype == np.uint8 else x.numpy())
-        self.pixels = np.stack(arrs).astype(dtype)
-        self.bands, self.root = src.bands, src.root
-        self.classes = classes or list(src.classes)
-        self.labels = (labels if labels is not None else src.labels[idx]).astype(np.int64)
-        self.locations = [src.locations[int(i)] for i in idx]
-        self.sources = [src.sources[int(i)] for i in idx]
-        self.groups = getattr(src, "groups", None)
-        if self.groups is not None:
-            self.groups = np.asarray(self.groups)[idx]
-
-    def read(self, index: int) -> np.ndarray:
-        return self.pixels[index].astype(np.float32)
-
-
-def reference_row(ds: EODataset, split: Split, seed: int) -> float:
-    """Band statistics + logistic regression on the same split (the first reference row)."""
-    f_train = band_statistics_matrix(ds.read, split.train)
-    f_test = band_statistics_matrix(ds.read, split.test)
-    clf = fit_band_statistics_classifier(f_train, ds.labels[split.train], seed)
-    return float((clf.predict(f_test) == ds.labels[split.test]).mean())
-
-
-#: the strategies a label-efficiency grid compares: row name → ``fit`` options (``strategy`` defaults to the name)
-CURVE_STRATEGIES: dict[str, dict[str, Any]] = {
-    "linear-probe": {"epochs": 60, "lr": 1e-2, "patience": 15, "augment": False},
-    "finetune": {"head_epochs": 20, "epochs": 15, "patience": 6},
-}
-
-
-def run_grid(name: str, ds: EODataset, base: Split, weights: str, ks: list[int], seeds: int, deadline: float,
-             out: Path, backbone: str, fit_opts: dict[str, Any],
-             strategies: dict[str, dict[str, Any]] = CURVE_STRATEGIES) -> None:  # fmt: skip
-    """Every (seed, k, init, strategy) fit on ``base``'s test side; seeds outermost so a deadline cuts seeds, not k."""
-    rows_path = out / "rows.jsonl"
-    for seed in range(seeds):
-        for k in ks:
-            if time.time() > deadline:
-                print(f"[{name}] deadline reached before seed {seed} k={k}", flush=True)
-                return
-            try:
-                split = restrict_to_k_per_class(base, ds.labels, k, seed, ds.classes) if k else base
-            except EOTransferError as exc:
-                print(f"[{name}] k={k}: {exc}", flush=True)
-                continue
-            n_train = len(split.train)
-            rows = [{"data": name, "k": k or "all", "n_train": n_train, "seed": seed, "init": "—",
-                     "strategy": "band-stats+LR", "accuracy": reference_row(ds, split, seed), "seconds": 0.0}]  # fmt: skip
-            for init, w in (("scratch", None), ("pretrained", weights)):
-                for strategy, params in strategies.items():
-                    t0 = time.time()
-                    opts = {"strategy": strategy, **params, **fit_opts}
-                    res = fit(ds, split_override=split, backbone=backbone, weights=w, seed=seed, progress=False,
-                              verbose=False, **opts)  # fmt: skip
-                    test = res.metrics["test"]
-                    rows.append({"data": name, "k": k or "all", "n_train": n_train, "seed": seed, "init": init,
-                                 "strategy": strategy, "accuracy": test["overall_accuracy"],
-                                 "macro_f1": test.get("macro_f1"), "seconds": round(time.time() - t0, 1)})  # fmt: skip
-            with rows_path.open("a") as f:
-                for r in rows:
-                    f.write(json.dumps(r) + "\n")
-            print(f"[{name}] seed {seed} k={k or 'all'} (n_train {n_train}): "
-                  + ", ".join(f"{r['init']}/{r['strategy']}={r['accuracy']:.3f}" for r in rows), flush=True)  # fmt: skip
-
-
-def summarise(out: Path) -> str:
-    """Markdown tables (mean ± 95 % CI over seeds) and the labels-needed ratio, plus a plot."""
-    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
-    lines = []
-    for data in dict.fromkeys(r["data"] for r in rows):
-        sub = [r for r in rows if r["data"] == data]
-        ks = list(dict.fromkeys(r["k"] for r in sub))
-        methods = list(dict.fromkeys((r["init"], r["strategy"]) for r in sub))
-        lines += [
-            f"### {data}",
-            "",
-            "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
-            "|---|" + "---|" * len(ks),
-        ]
-        means: dict[tuple[str, str], dict[Any, float]] = {}
-        for m in methods:
-            cells = []
-            for k in ks:
-                acc = [r["accuracy"] for r in sub if (r["init"], r["strategy"]) == m and r["k"] == k]
-                if acc:
-                    mu, ci = mean_ci95(acc)
-                    means.setdefault(m, {})[k] = mu
-                    cells.append(f"{mu:.3f} ± {ci:.3f} (n={len(acc)})")
-                else:
-                    cells.append("—")
-            label = m[1] if m[0] == "—" else f"{m[1]} ({m[0]})"
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        n_train = {r["k"]: r["n_train"] for r in sub}
-        for strategy in ("linear-probe", "finetune"):
-            best_scratch = max(means.get(("scratch", s), {}).get("all", -1) for s in ("linear-probe", "finetune"))
-            pre = means.get(("pretrained", strategy), {})
-            hit = [k for k in ks if k != "all" and pre.get(k, -1) >= best_scratch]
-            if best_scratch < 0:
-                continue
-            if hit:
-                k = min(hit)
-                lines.append(f"\nlabels needed, pretrained {strategy} vs. best scratch with all labels "
-                             f"({best_scratch:.3f}): k={k} per class, {n_train['all'] / n_train[k]:.1f}× fewer labels")  # fmt: skip
-            else:
-                lines.append(f"\nlabels needed, pretrained {strategy}: never reaches best scratch with all labels "
-                             f"({best_scratch:.3f}) below all labels")  # fmt: skip
-        lines.append("")
-        _plot(sub, ks, methods, out / f"label_efficiency_{data}.png", data)
-    text = "\n".join(lines)
-    (out / "results.md").write_text(text)
-    return text
-
-
-def _plot(sub: list[dict[str, Any]], ks: list[Any], methods: list[tuple[str, str]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_of = {r["k"]: r["n_train"] for r in sub}
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=100)
-    for m in methods:
-        xs, mus, cis = [], [], []
-        for k in ks:
-            acc = [r["accuracy"] for r in sub if (r["init"], r["strategy"]) == m and r["k"] == k]
-            if acc:
-                mu, ci = mean_ci95(acc)
-                xs.append(n_of[k])
-                mus.append(mu)
-                cis.append(ci)
-        ax.errorbar(xs, mus, yerr=cis, marker="o", capsize=3, label=m[1] if m[0] == "—" else f"{m[1]} ({m[0]})")
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled training samples")
-    ax.set_ylabel("test overall accuracy")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+__all__ = ["ArrayDataset", "main", "run_grid", "summarise"]
 
 
 def main(argv: list[str] | None = None) -> int:

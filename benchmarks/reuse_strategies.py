@@ -4,7 +4,8 @@ From scratch and from a pre-trained backbone, at several labels per class and se
 split, with the two reference rows (band statistics + logistic regression; training from scratch).
 Reads packed ``.npz`` data (``scripts/pack_device_data.py``) or any data set path, so it runs on the
 lent GPU as well as on the CPU.  Rows go to ``rows.jsonl`` as they finish; ``results.md`` and a plot
-summarise them (the same summary as ``pretrain_transfer.py``).
+summarise them (the same summary as ``pretrain_transfer.py``: both use
+:mod:`eotransfer.evaluation.benchmark`; ``eotransfer benchmark CONFIG.yaml`` runs such grids from YAML).
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from pretrain_transfer import ArrayDataset, run_grid, summarise  # noqa: E402
 
 from eotransfer.data.base import open_dataset  # noqa: E402
 from eotransfer.data.splits import make_split  # noqa: E402
+from eotransfer.evaluation.benchmark import ArrayDataset, run_grid, summarise  # noqa: E402
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     **{

@@ -116,3 +116,17 @@ def test_group_split_keeps_each_event_on_one_side() -> None:
     assert len(split.train) + len(split.test) == 20
     explicit = make_split("group", labels, seed=0, groups=groups, test_blocks=["c"], val_fraction=0.0)
     assert set(groups[explicit.test]) == {"c"} and len(explicit.test) == 8
+
+
+def test_every_command_has_help() -> None:
+    """Help texts are %-formatted by argparse: a bare '%' in a parameter's help used to crash `fit --help`."""
+    import argparse
+
+    from eotransfer.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"fit", "evaluate", "advise", "benchmark", "report"} <= set(sub.choices)
+    for name, cmd in sub.choices.items():
+        text = cmd.format_help()
+        assert name in text and "--help" in text

@@ -62,6 +62,10 @@ class FitConfig:
     test_fraction: float = param(0.3, "test fraction (stratified and spatial splits)", 0.01, 0.99)
     val_fraction: float = param(0.1, "validation fraction of the training side", 0.0, 0.9)
     block_deg: float = param(1.0, "block size in degrees for --split lonlat-block", 1e-6, 180.0)
+    test_blocks: str | None = param(
+        None, "spatial/group splits: the test blocks, comma-separated (UTM zones such as 33N, lon_lat cells, xBD "
+        "events), or east / west: the easternmost / westernmost blocks up to --test-fraction",
+    )  # fmt: skip
     seed: int = param(0, "random seed (split, initialisation, shuffling)", 0, 2**31 - 1)
     out: str | None = param(None, "model directory to write (atomically)")
     resume: bool = param(False, "resume from the last checkpoint in --out")
@@ -109,8 +113,11 @@ def make_fit_split(cfg: FitConfig, ds: EODataset) -> Split:
     groups = getattr(ds, "events", None)
     groups = getattr(ds, "groups", None) if groups is None else groups
     lonlat = ds.lonlat() if cfg.split in ("utm-zone", "lonlat-block") else None
+    test_blocks = [b.strip() for b in cfg.test_blocks.split(",") if b.strip()] if cfg.test_blocks else None
+    if test_blocks and cfg.split not in ("utm-zone", "lonlat-block", "group"):
+        raise ConfigError(f"--test-blocks: needs --split utm-zone, lonlat-block or group, not {cfg.split}")
     split = make_split(cfg.split, ds.labels, lonlat, seed=cfg.seed, test_fraction=cfg.test_fraction, groups=groups,
-                       val_fraction=cfg.val_fraction, block_deg=cfg.block_deg)  # fmt: skip
+                       val_fraction=cfg.val_fraction, block_deg=cfg.block_deg, test_blocks=test_blocks)  # fmt: skip
     if cfg.labels_per_class:
         split = restrict_to_k_per_class(split, ds.labels, cfg.labels_per_class, cfg.seed, ds.classes)
     return split
@@ -140,6 +147,7 @@ def fit(
     """
     from eotransfer.models.backbones import create_backbone, get_architecture
     from eotransfer.models.model import EOClassifier
+    from eotransfer.predict.raster import training_crs
 
     t0 = time.perf_counter()
     fit_fields = {f.name for f in dataclasses.fields(FitConfig)}
@@ -194,6 +202,8 @@ def fit(
                 logits, y = engine.predict_logits(model, subset)
                 pred, y_true = logits.argmax(1).numpy(), y.numpy()
             metrics[name] = classification_metrics(y_true, pred, ds.classes)
+    for name, extra in strategy.after_fit(model, engine, {"test": test, "val": val}).items():
+        metrics.setdefault(name, {}).update(extra)
     card = {
         "name": out.name if out else f"{cfg.strategy}-{cfg.backbone}",
         "arch": cfg.backbone,
@@ -206,7 +216,8 @@ def fit(
         "classes": ds.classes,
         "strategy": {"name": strategy.name, "params": dataclasses.asdict(strategy.params)},
         "fit": settings,
-        "data": {**ds.provenance(), "scale": cfg.scale, "offset": cfg.offset, "split": split.to_dict()},
+        "data": {**ds.provenance(), "scale": cfg.scale, "offset": cfg.offset, "split": split.to_dict(),
+                 "crs": training_crs(ds.locations)},  # fmt: skip
         "metrics": metrics,
         "training": {
             "epochs_run": len(history),
@@ -249,6 +260,12 @@ def evaluate(model_dir: str | Path, data: str | Path | EODataset, **options: Any
 
     ``options``: the data options of :class:`FitConfig` (``bands``, ``format``, ``nodata`` ...)
     and optionally ``split``/``seed``/``test_fraction``/``block_deg`` to score only the test side.
+    ``domain_gap``: the source data (a path or data set, read with the same options); adds the
+    proxy A-distance between its and the scored samples' backbone features (``proxy_a_distance``,
+    :mod:`eotransfer.evaluation.domain`).
+    ``attack`` (fgsm | pgd), ``eps`` (reflectance units), ``pgd_steps``, ``value_per_reflectance``: adds
+    clean and robust accuracy under that attack, with the budget and valid range used (``metrics["attack"]``,
+    :mod:`eotransfer.evaluation.attacks`).
     """
     from eotransfer.card import load_model
 
@@ -261,11 +278,26 @@ def evaluate(model_dir: str | Path, data: str | Path | EODataset, **options: Any
         if cfg.bands is None:
             cfg.bands = ",".join(saved.bands.keys) if options.get("use_bands") is None else None
         ds = load_data(cfg)
+    align_bands(saved.bands, ds, options.get("missing_bands", "error"), bool(options.get("verbose", True)))
     _check_classes_and_bands(saved.classes, saved.bands.keys, ds)
     indices = np.arange(len(ds)) if "split" not in options else make_fit_split(cfg, ds).test
     probs = predict_samples(saved, ds, indices)
     label_map = np.array([saved.classes.index(c) for c in ds.classes])
-    return classification_metrics(label_map[ds.labels[indices]], probs.argmax(1), saved.classes)
+    metrics = classification_metrics(label_map[ds.labels[indices]], probs.argmax(1), saved.classes)
+    source = options.get("domain_gap")
+    if source is not None:
+        from eotransfer.evaluation.domain import model_domain_gap
+
+        if not isinstance(source, EODataset):
+            source = load_data(dataclasses.replace(cfg, data=str(source), bands=cfg.bands or ",".join(saved.bands.keys)))
+        if source.bands.keys != saved.bands.keys:
+            raise ConfigError(f"--domain-gap: data bands {source.bands.describe()} differ from the model's; pass --bands")
+        metrics["proxy_a_distance"] = model_domain_gap(saved, source, ds, indices, seed=cfg.seed)
+    if options.get("attack") is not None or options.get("eps") is not None:
+        from eotransfer.evaluation.attacks import attack_saved_model
+
+        metrics["attack"] = attack_saved_model(saved, ds, indices, label_map[ds.labels[indices]], **options)
+    return metrics
 
 
 def predict_samples(saved: Any, ds: EODataset, indices: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -275,6 +307,19 @@ def predict_samples(saved: Any, ds: EODataset, indices: np.ndarray, batch_size: 
         for s in range(0, len(indices), batch_size)
     ]
     return np.concatenate(chunks) if chunks else np.zeros((0, len(saved.classes)), dtype=np.float32)
+
+
+def align_bands(model_bands: Any, ds: EODataset, missing: str = "error", verbose: bool = True) -> None:
+    """Give ``ds`` the model's bands in the model's order (cross-sensor application).
+
+    Bands are matched by name, common name, then wavelength; model bands the data lack are an error,
+    or masked with ``missing="mask"`` (``--missing-bands``; see :meth:`EODataset.map_bands_to`).
+    """
+    if ds.bands.keys == list(model_bands.keys):
+        return
+    mapping = ds.map_bands_to(model_bands, missing)
+    if verbose:
+        print(mapping.table(target="model band", source="data band", unmatched="masked"))
 
 
 def _check_classes_and_bands(model_classes: list[str], model_bands: list[str], ds: EODataset) -> None:
@@ -296,6 +341,14 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
 
     saved = load_model(model_dir)
     src = Path(source)
+    if options.get("buildings"):
+        from eotransfer.predict.buildings import model_phases, phase_images, predict_buildings
+
+        images = phase_images(src, model_phases(saved.bands.keys))
+        return predict_buildings(
+            images, options["buildings"], saved.predict_proba, saved.classes, int(saved.card["img_size"]), out,
+            scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)),
+        )  # fmt: skip
     if src.is_file() and src.suffix.lower() in (".tif", ".tiff"):
         from eotransfer.predict.raster import predict_raster
 
@@ -312,6 +365,7 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
             src, saved.predict_proba, out, saved.classes, int(saved.card["img_size"]),
             band_indices=band_indices, overlap=float(options.get("overlap", 0.5)), scale=scale, offset=offset,
             preview_png=Path(out).with_suffix(".png"), progress=bool(options.get("progress", True)), nodata=nodata,
+            expected_crs=(saved.card.get("data") or {}).get("crs"), crs_policy=options.get("crs_policy") or "refuse",
         )  # fmt: skip
     flat = src.is_dir() and not any(d.is_dir() for d in src.iterdir())
     ds = open_dataset(
@@ -330,25 +384,10 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
 
 
 def raster_band_indices(model_bands: Any, raster_bands: str | None, raster: Path) -> list[int] | None:
-    """Which raster bands feed the model, in its order: mapped by name, common name, then wavelength."""
-    from eotransfer.bands import BandSet
-    from eotransfer.data.io import raster_info
-    from eotransfer.models.band_mapping import map_bands
+    """Which raster bands feed the model, in its order (see :mod:`eotransfer.predict.bands`)."""
+    from eotransfer.predict.bands import raster_band_indices as indices
 
-    count = raster_info(raster).count
-    if raster_bands is None:
-        if count != len(model_bands):
-            raise ConfigError(
-                f"{raster}: {count} bands but the model takes {len(model_bands)} ({model_bands.describe()}); "
-                "name the raster's bands with --raster-bands (e.g. landsat8:B2,B3,B4) so they can be mapped"
-            )
-        return None
-    rb = BandSet.parse(raster_bands)
-    if len(rb) != count:
-        raise ConfigError(f"--raster-bands: {len(rb)} bands named but {raster} has {count}")
-    mapping = map_bands(rb, model_bands, policy=None)
-    print(f"raster bands -> model bands:\n{mapping.table()}")
-    return [int(m.source_index) for m in mapping.matches if m.source_index is not None]
+    return indices(model_bands, raster_bands, raster)
 
 
 def match_statistics(

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from eotransfer import __version__
 from eotransfer.bands import BandSet
 from eotransfer.data.normalization import Normalizer
-from eotransfer.errors import DataError, WeightError
+from eotransfer.errors import ConfigError, DataError, WeightError
 from eotransfer.models.weights import CARD_FILE, WEIGHT_FILE
 
 CARD_MD = "card.md"
@@ -126,6 +126,48 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class NetworkBuilder:
+    """Rebuilds a network that is more than one backbone under one head, named by the card's ``network.builder``.
+
+    A module of the network that defines ``card_entries()`` (e.g. a progressive backbone) writes
+    ``{"network": {"builder": NAME, ...}}`` into the card; :func:`load_model` then calls
+    :func:`network_builder` (NAME)'s ``build(card)`` instead of building one backbone, and ``for_task(network, card, task)`` (when
+    given) returns the network and card of one task of a multi-task network.
+    """
+
+    build: Callable[[dict[str, Any]], torch.nn.Module]
+    for_task: Callable[[torch.nn.Module, dict[str, Any], str], tuple[torch.nn.Module, dict[str, Any]]] | None = None
+
+
+def network_builder(name: str) -> NetworkBuilder | None:
+    """The builder a card names: the module ``eotransfer.models.<name>``'s ``build_from_card`` and ``task_view``.
+
+    Only modules of :mod:`eotransfer.models` are looked at, so a card cannot make eotransfer import anything else.
+    """
+    import importlib
+    import re
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        return None
+    try:
+        module = importlib.import_module(f"eotransfer.models.{name}")
+    except ModuleNotFoundError:
+        return None
+    build = getattr(module, "build_from_card", None)
+    return NetworkBuilder(build, getattr(module, "task_view", None)) if callable(build) else None
+
+
+def network_card_entries(model: torch.nn.Module) -> dict[str, Any]:
+    """The card entries the network's modules declare about themselves (``card_entries()``)."""
+    entries: dict[str, Any] = {}
+    for module in model.modules():
+        describe = getattr(module, "card_entries", None)
+        if callable(describe):
+            entries.update(describe())
+    return entries
+
+
 def save_model(
     target: Path, model: torch.nn.Module, card: dict[str, Any], extra: dict[str, str | bytes] | None = None
 ) -> Path:
@@ -135,6 +177,7 @@ def save_model(
         "eotransfer_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **card,
+        **network_card_entries(model),
     }
 
     def write(tmp: Path) -> None:
@@ -197,8 +240,11 @@ class SavedModel:
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
 
-def load_model(path: str | Path) -> SavedModel:
-    """Load a model directory written by :func:`save_model` (safetensors only: nothing is unpickled)."""
+def load_model(path: str | Path, task: str | None = None) -> SavedModel:
+    """Load a model directory written by :func:`save_model` (safetensors only: nothing is unpickled).
+
+    ``task`` picks one task of a multi-task network (a progressive one); default: its newest.
+    """
     from eotransfer.models.backbones import build_network, get_architecture
     from eotransfer.models.model import EOClassifier
 
@@ -207,11 +253,19 @@ def load_model(path: str | Path) -> SavedModel:
     if not card_path.is_file() or not (p / WEIGHT_FILE).is_file():
         raise WeightError(f"{p}: not an eotransfer model directory (needs {WEIGHT_FILE} and {CARD_FILE})")
     card = json.loads(card_path.read_text())
-    arch = get_architecture(card["arch"])
-    n_bands = len(card["bands"])
-    net = EOClassifier(
-        build_network(arch, n_bands, card.get("img_size")), int(card["num_features"]), len(card["classes"]), n_bands
-    )
+    builder = None
+    if "network" in card:
+        name = str(card["network"].get("builder"))
+        builder = network_builder(name)
+        if builder is None:
+            raise WeightError(f"{p}: unknown network builder '{name}' in {CARD_FILE}; is it from a newer eotransfer?")
+        net = builder.build(card)
+    else:
+        arch = get_architecture(card["arch"])
+        n_bands = len(card["bands"])
+        net = EOClassifier(
+            build_network(arch, n_bands, card.get("img_size")), int(card["num_features"]), len(card["classes"]), n_bands
+        )
     state = load_file(str(p / WEIGHT_FILE))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -224,4 +278,8 @@ def load_model(path: str | Path) -> SavedModel:
         from eotransfer.evaluation.classical import load_classifier
 
         classifier = load_classifier(p / "classifier.skops")
+    if task is not None:
+        if builder is None or builder.for_task is None:
+            raise ConfigError(f"--task: {p} holds one task; leave --task out")
+        net, card = builder.for_task(net, card, task)
     return SavedModel(net, card, p, classifier)

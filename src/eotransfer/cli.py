@@ -25,7 +25,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls: type, seen: set
             continue
         seen.add(f.name)
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         annotation = str(f.type)
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         if annotation.startswith("bool"):
@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_command(sub, "pretrain", "self-supervised pre-training of a backbone on unlabelled imagery",
                         "unlabelled pool: data sets, folders, .npz packs or rasters, comma-separated", PretrainConfig,
                         "method", _method_param_classes())  # fmt: skip
+    from eotransfer.evaluation.advise import AdviseConfig
+
+    _add_config_command(sub, "advise", "rank the transfer strategies for a task, with reasons (--auto: measure them)",
+                        "labelled data set", AdviseConfig, "advisor", [])  # fmt: skip
 
     ev = sub.add_parser("evaluate", help="score a saved model on labelled data")
     ev.add_argument("model", help="model directory")
@@ -94,17 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
         "split",
         "block-deg",
         "test-fraction",
+        "test-blocks",
     ):
         ev.add_argument(f"--{name}", dest=name.replace("-", "_"), default=argparse.SUPPRESS)
+    ev.add_argument(
+        "--missing-bands", choices=("error", "mask"), default=argparse.SUPPRESS,
+        help="model bands the data lack (another sensor): error (default), or mask them (filled with the training mean)",
+    )  # fmt: skip
     ev.add_argument("--seed", type=int, default=argparse.SUPPRESS)
     ev.add_argument("--scale", type=float, default=argparse.SUPPRESS)
     ev.add_argument("--offset", type=float, default=argparse.SUPPRESS)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument(
+        "--domain-gap", metavar="SOURCE_DATA", default=argparse.SUPPRESS,
+        help="source-domain data: also print the proxy A-distance between its and the data's backbone features",
+    )  # fmt: skip
+    ev.add_argument("--attack", choices=("fgsm", "pgd"), default=argparse.SUPPRESS,
+                    help="also report robust accuracy under this attack (needs --eps)")  # fmt: skip
+    ev.add_argument("--eps", default=argparse.SUPPRESS,
+                    help="attack budget in reflectance units: 0.005 (all bands) and/or BAND=value, e.g. 0.005,B10=0.0005")  # fmt: skip
+    ev.add_argument("--pgd-steps", dest="pgd_steps", type=int, default=argparse.SUPPRESS, help="PGD steps (default 10)")
+    ev.add_argument("--value-per-reflectance", dest="value_per_reflectance", type=float, default=argparse.SUPPRESS,
+                    help="data units per reflectance unit (10000 for Sentinel-2 x10^4, 255 for 8-bit); guessed if omitted")  # fmt: skip
 
     pr = sub.add_parser("predict", help="predict patches (CSV) or a GeoTIFF of any size (class map + PNG)")
     pr.add_argument("model", help="model directory")
-    pr.add_argument("input", help="a GeoTIFF, or a folder of patches")
-    pr.add_argument("--out", required=True, help="output GeoTIFF (raster input) or CSV (patches)")
+    pr.add_argument("input", help="a GeoTIFF, a folder of patches, or an image with --buildings (xBD: the post image)")
+    pr.add_argument("--out", required=True, help="output COG (raster input), CSV (patches) or GeoJSON (--buildings)")
     pr.add_argument(
         "--raster-bands", help="the raster's bands, e.g. landsat8:B2,B3,B4 (mapped to the model's by name/wavelength)"
     )
@@ -115,7 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--nodata-value", type=float, help="pixel value meaning no data when the file declares none (Landsat: 0)"
     )
+    pr.add_argument(
+        "--crs-policy", choices=("refuse", "reproject"), default="refuse",
+        help="raster in another CRS than the model's training data: refuse, or reproject it on the fly",
+    )  # fmt: skip
+    pr.add_argument(
+        "--buildings", help="building polygons (xBD label JSON or GeoJSON): predict each building's damage to GeoJSON"
+    )
     pr.add_argument("--no-progress", action="store_true")
+
+    fs = sub.add_parser("predict-fewshot", help="classify patches by the nearest prototype of a new support set")
+    fs.add_argument("model", help="model directory (its backbone embeds support and input)")
+    fs.add_argument("input", help="a folder of patches (flat, or class folders whose labels are ignored)")
+    fs.add_argument("--support", required=True, help="class folders with a few examples each, in the model's bands")
+    fs.add_argument("--out", required=True, help="output CSV of probabilities")
+    fs.add_argument("--format", default=None, help="data format of support and input (detected if omitted)")
+    fs.add_argument("--scale", type=float, default=1.0, help="multiply raw pixels by this")
+    fs.add_argument("--offset", type=float, default=0.0, help="then add this")
+    fs.add_argument("--nodata", default="error", choices=("error", "mask"), help="NaN/nodata pixels")
 
     bands = sub.add_parser("bands", help="print the band catalogue")
     bands.add_argument(
@@ -123,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("backbones", help="list architectures and TorchGeo weights with their bands")
     sub.add_parser("strategies", help="list the registered strategies and their parameters")
+    seq = sub.add_parser("progressive-sequence", help="a task sequence: progressive networks vs. sequential fine-tuning")
+    seq.add_argument("config", help="YAML with 'tasks' (see eotransfer.strategies._progressive_sequence)")
     demo = sub.add_parser("demo", help="run the main job end to end on real data")
     demo.add_argument("--data-root", help="folder holding eurosat-ms/ and landsat8-scene/ (default: ../shared/data)")
     demo.add_argument("--out", default="demo-output", help="output folder")
@@ -135,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--check-bands", help="the check data's bands (default: the model's)")
     exp.add_argument("--n-check", type=int, default=32, help="patches in the parity check")
     exp.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    bench = sub.add_parser("benchmark", help="run a grid of strategies x weights x labels per class x seeds (resumable)")
+    bench.add_argument("config", help="benchmark YAML (see benchmarks/configs/)")
+    bench.add_argument("--out", required=True, help="output folder: results.csv (cells already there are skipped)")
+    bench.add_argument("--no-progress", action="store_true", help="print no line per cell")
+    rep = sub.add_parser("report", help="a self-contained HTML report of a saved model or a benchmark folder")
+    rep.add_argument("path", help="model directory (card.json) or benchmark output folder (results.csv)")
+    rep.add_argument("--out", required=True, help="HTML file to write (PNGs are written beside it)")
     return parser
 
 
@@ -174,6 +220,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_advise(args: argparse.Namespace) -> int:
+    from eotransfer.evaluation.advise import advise
+
+    advise(**_config_values(args))
+    return 0
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from eotransfer.api import fit
 
@@ -193,7 +246,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict(
         args.model, args.input, args.out, raster_bands=args.raster_bands, scale=args.scale, offset=args.offset,
         match_statistics=args.match_statistics, overlap=args.overlap, progress=not args.no_progress,
-        nodata_value=args.nodata_value,
+        nodata_value=args.nodata_value, crs_policy=args.crs_policy, buildings=args.buildings,
     )  # fmt: skip
     print(json.dumps(summary, indent=1, default=str))
     return 0
@@ -239,6 +292,8 @@ def run(argv: list[str] | None = None) -> int:
         return _cmd_fit(args)
     if args.command == "pretrain":
         return _cmd_pretrain(args)
+    if args.command == "advise":
+        return _cmd_advise(args)
     if args.command == "evaluate":
         from eotransfer.api import evaluate
         from eotransfer.engine.metrics import metrics_table
@@ -246,9 +301,22 @@ def run(argv: list[str] | None = None) -> int:
         opts = {k: v for k, v in vars(args).items() if k not in ("command", "model", "data", "json")}
         metrics = evaluate(args.model, args.data, **opts)
         print(json.dumps(metrics, indent=1) if args.json else metrics_table(metrics))
+        if "proxy_a_distance" in metrics and not args.json:
+            print(f"proxy A-distance to {args.domain_gap}: {metrics['proxy_a_distance']:.3f} (0 = same domain, 2 = separable)")
+        if "attack" in metrics and not args.json:
+            a = metrics["attack"]
+            print(f"{a['attack']} (steps {a['steps']}, eps {a['eps']} reflectance): clean accuracy "
+                  f"{a['clean_accuracy']:.3f}, robust accuracy {a['robust_accuracy']:.3f}")  # fmt: skip
         return 0
     if args.command == "predict":
         return _cmd_predict(args)
+    if args.command == "predict-fewshot":
+        from eotransfer.evaluation.fewshot import predict_fewshot
+
+        summary = predict_fewshot(args.model, args.support, args.input, args.out, format=args.format,
+                                  scale=args.scale, offset=args.offset, nodata=args.nodata)  # fmt: skip
+        print(json.dumps(summary, indent=1, default=str))
+        return 0
     if args.command == "bands":
         from eotransfer.bands import band_table
 
@@ -256,12 +324,29 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "backbones":
         return _cmd_backbones()
+    if args.command == "progressive-sequence":
+        from eotransfer.strategies.progressive import run_sequence
+
+        result = run_sequence(args.config)
+        print((Path(result["out"]) / "sequence.md").read_text() + f"models and tables written to {result['out']}")
+        return 0
     if args.command == "strategies":
         return _cmd_strategies()
     if args.command == "demo":
         from eotransfer.demo import run_demo
 
         return run_demo(args.data_root, args.out, args.seeds)
+    if args.command == "benchmark":
+        from eotransfer.evaluation.benchmark import BenchmarkConfig, run_benchmark
+
+        rows = run_benchmark(BenchmarkConfig.from_yaml(args.config), args.out, progress=not args.no_progress)
+        print(f"{len(rows)} rows in {Path(args.out) / 'results.csv'}; summary in {Path(args.out) / 'summary.md'}")
+        return 0
+    if args.command == "report":
+        from eotransfer.evaluation.report import build_report
+
+        print(f"report written to {build_report(args.path, args.out)}")
+        return 0
     if args.command == "export":
         from eotransfer.export import export_model, parity_table
 

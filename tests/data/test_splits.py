@@ -241,3 +241,24 @@ def test_restrict_to_k_per_class_uses_every_training_sample_it_may() -> None:
     assert sorted(sub.train.tolist()) == [0, 1, 3, 4] and sub.test.tolist() == [2, 5, 6, 7]
     with pytest.raises(DataError, match="on the training side of the split"):
         restrict_to_k_per_class(split, labels, 3, seed=0)
+
+
+@pytest.mark.parametrize(("side", "expected"), [("east", ["3_0", "2_0"]), ("west", ["0_0", "1_0"])])
+def test_east_west_test_blocks(side: str, expected: list[str]) -> None:
+    # four 1-degree blocks along the equator, 5 samples each: 40 % of the samples = the two edge blocks
+    lonlat = np.array([[0.5 + b, 0.5] for b in range(4) for _ in range(5)])
+    labels = np.tile(np.arange(5), 4)
+    s = spatial_block_split(lonlat, labels, "lonlat-block", test_fraction=0.4, val_fraction=0.0, seed=0,
+                            test_blocks=[side])  # fmt: skip
+    assert s.info["test_blocks"] == sorted(expected)
+    lon_test, lon_train = lonlat[s.test, 0], lonlat[s.train, 0]
+    assert (lon_test.min() > lon_train.max()) if side == "east" else (lon_test.max() < lon_train.min())
+
+
+def test_east_west_keeps_a_training_block_and_needs_locations() -> None:
+    lonlat = np.array([[0.5, 0.5]] * 3 + [[1.5, 0.5]] * 3)
+    s = spatial_block_split(lonlat, np.zeros(6, dtype=np.int64), "lonlat-block", test_fraction=0.99,
+                            val_fraction=0.0, test_blocks=["east"])  # fmt: skip
+    assert s.info["test_blocks"] == ["1_0"] and len(s.train) == 3
+    with pytest.raises(ConfigError, match="--test-blocks east: needs the samples' locations"):
+        make_split("group", np.zeros(6, dtype=np.int64), groups=np.array(list("aaabbb")), test_blocks=["east"])

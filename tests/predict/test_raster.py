@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -290,3 +291,129 @@ def test_predict_array_nan_pixels_and_output_shape() -> None:
     assert max(len(b) for b in pred.batches) <= 5
     with pytest.raises(DataError, match="nothing to predict"):
         predict_array(np.full((2, 20, 20), np.nan, np.float32), pred, patch_size=8)
+
+
+# ------------------------------------------------------------------- COG, CRS policy, full disk
+
+
+def test_output_is_a_cog_with_per_band_overviews(tmp_path: Path) -> None:
+    refl = reflectance(300, 260)
+    raster = write_raster(tmp_path / "scene.tif", refl)
+    out = tmp_path / "classes.tif"
+    summary = predict_raster(
+        raster, FakePredictor(), out, CLASSES, patch_size=16, overlap=0.0, block_size=64, scale=SCALE,
+        offset=OFFSET, progress=False,
+    )  # fmt: skip
+    assert summary["overviews"] == [2]  # 300 px > one 256 px tile, 150 px fits
+    with rasterio.open(out) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert src.profile["tiled"] and src.block_shapes == [(256, 256)] * 4
+        assert [src.overviews(b) for b in range(1, 5)] == [[2]] * 4
+        assert src.crs.to_string() == CRS and src.transform == TRANSFORM
+        assert src.descriptions == ("class", "p_water", "p_forest", "p_urban")
+        assert json.loads(src.tags()["classes"]) == CLASSES
+        full = src.read()
+    cls, probs = full[0], full[1:].astype(int)
+    assert probs.max() <= 100 and np.abs(probs.sum(axis=0) - 100).max() <= 2
+    top2 = np.sort(probs, axis=0)[-2:]
+    unique_max = top2[1] > top2[0]
+    assert unique_max.mean() > 0.9
+    np.testing.assert_array_equal(cls[unique_max], np.argmax(probs, axis=0)[unique_max])
+
+    with rasterio.open(out, overview_level=0) as ovr:
+        assert (ovr.width, ovr.height) == (130, 150)
+        small = ovr.read()
+    # class band: nearest, i.e. one of the four pixels of each 2×2 block (never an average of classes)
+    blocks = cls.reshape(150, 2, 130, 2)
+    assert ((blocks == small[0][:, None, :, None]).any(axis=(1, 3))).all()
+    assert np.array_equal(small[0], cls[::2, ::2]) or np.array_equal(small[0], cls[1::2, 1::2])
+    # probability bands: the average of each 2×2 block
+    mean = probs.reshape(3, 150, 2, 130, 2).mean(axis=(2, 4))
+    assert np.abs(small[1:] - mean).max() <= 0.5 + 1e-9
+
+
+def test_training_crs_is_the_single_crs_of_georeferenced_samples() -> None:
+    from eotransfer.data.base import Location
+    from eotransfer.predict.raster import training_crs
+
+    b = (0.0, 0.0, 1.0, 1.0)
+    assert training_crs([Location(1, 2, "EPSG:32633", b), Location(1, 2, "epsg:32633", b)]) == "EPSG:32633"
+    assert training_crs([Location(1, 2, "EPSG:32633", b), Location(1, 2, "EPSG:32632", b)]) is None  # 2 UTM zones
+    assert training_crs([Location(1, 2, "EPSG:4326")]) is None  # a lon/lat from a file name: no grid
+    assert training_crs([]) is None
+
+
+def test_crs_policy_refuse_names_raster_both_crs_and_option(tmp_path: Path) -> None:
+    raster = write_raster(tmp_path / "scene.tif", reflectance())
+    out = tmp_path / "c.tif"
+    with pytest.raises(DataError, match=r"scene\.tif.*EPSG:32633.*EPSG:32632.*--crs-policy reproject"):
+        predict_raster(raster, FakePredictor(), out, CLASSES, 16, expected_crs="EPSG:32632", progress=False)
+    assert not out.exists() and leftovers(tmp_path) == []
+    with pytest.raises(ConfigError, match="--crs-policy"):
+        predict_raster(raster, FakePredictor(), out, CLASSES, 16, expected_crs="EPSG:32632", crs_policy="x")
+    # the same CRS (spelt otherwise) passes
+    predict_raster(raster, FakePredictor(), out, CLASSES, 16, expected_crs="epsg:32633", progress=False)
+    assert out.exists()
+
+
+def test_crs_policy_reproject_warps_onto_the_training_crs(tmp_path: Path) -> None:
+    from rasterio.warp import transform_bounds
+
+    refl = reflectance()
+    raster = write_raster(tmp_path / "scene.tif", refl)
+    out = tmp_path / "c.tif"
+    pred = FakePredictor()
+    summary = predict_raster(
+        raster, pred, out, CLASSES, 16, expected_crs="EPSG:32632", crs_policy="reproject", block_size=48,
+        scale=SCALE, offset=OFFSET, progress=False,
+    )  # fmt: skip
+    assert summary["reprojected"] and summary["crs"] == "EPSG:32632"
+    with rasterio.open(out) as src:
+        assert src.crs.to_string() == "EPSG:32632"
+        bounds = src.bounds
+        data = src.read()
+    expected = transform_bounds(CRS, "EPSG:32632", 500000.0, 5400000.0 - 10 * HEIGHT, 500000.0 + 10 * WIDTH, 5400000.0)
+    assert np.allclose(bounds, expected, atol=20.0)  # within two pixels
+    # the source's footprint is rotated in zone 32: corners outside it are nodata, the inside is predicted
+    assert (data[0] == 255).any() and (data[0] < 3).mean() > 0.8
+    # warped pixels keep their values (bilinear on a smooth field): the predictor saw reflectance, not DN
+    seen = np.concatenate([b[:, 0][np.isfinite(b[:, 0])] for b in pred.batches])
+    assert seen.min() >= refl[0].min() - 0.01 and seen.max() <= refl[0].max() + 0.01
+
+
+def test_full_disk_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from eotransfer.predict import cog
+
+    raster = write_raster(tmp_path / "scene.tif", reflectance())
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out, png = out_dir / "classes.tif", out_dir / "classes.png"
+    calls = {"n": 0}
+    real_write = rasterio.io.DatasetWriter.write
+
+    def write_until_full(self: Any, *args: Any, **kwargs: Any) -> None:  # the GeoTIFF writer itself
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetWriter, "write", write_until_full)
+    with pytest.raises(DataError, match=r"disk full while writing the class map .*classes\.tif.*GiB"):
+        predict_raster(raster, FakePredictor(), out, CLASSES, 16, block_size=40, preview_png=png, progress=False)
+    assert calls["n"] == 4  # three blocks were written before the disk filled up
+    assert list(out_dir.iterdir()) == []
+    monkeypatch.undo()
+
+    # GDAL's own ENOSPC (a RasterioError with the C library's message) in the final COG copy
+    def copy_full(src: Path, dst: Path, tile: int) -> None:
+        dst.write_bytes(b"half a COG")
+        raise rasterio.errors.RasterioError(f"{dst}: Write error: No space left on device")
+
+    monkeypatch.setattr(cog, "copy_to_cog", copy_full)
+    out.write_bytes(b"previous result")
+    with pytest.raises(DataError, match="disk full while writing"):
+        predict_raster(raster, FakePredictor(), out, CLASSES, 16, preview_png=png, progress=False)
+    assert out.read_bytes() == b"previous result"
+    assert [p.name for p in out_dir.iterdir()] == ["classes.tif"]

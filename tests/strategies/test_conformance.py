@@ -69,6 +69,12 @@ def teacher(data32: Upsampled, tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
 def test_short_fit(strategy: str, backbone: str, data32: Upsampled, request: pytest.FixtureRequest) -> None:
     cls = get_strategy(strategy)
+    families = getattr(cls, "architectures", None)  # a strategy may declare the backbone families it supports
+    if families is not None and ARCHITECTURES[backbone].family not in families:
+        with pytest.raises(ConfigError, match="^--backbone: "):
+            eotransfer.fit(data32, strategy=strategy, backbone=backbone, accelerator="cpu", progress=False,
+                           verbose=False, **short_params(cls))  # fmt: skip
+        pytest.skip(f"{strategy} supports {', '.join(families)} backbones; it refuses {backbone} with a ConfigError")
     params = short_params(cls)
     if "teacher" in {f.name for f in dataclasses.fields(cls.Params)}:
         params["teacher"] = request.getfixturevalue("teacher")

@@ -15,6 +15,7 @@ from eotransfer.errors import ConfigError
 from eotransfer.models.backbones import build_network, get_architecture
 from eotransfer.models.model import EOClassifier
 from eotransfer.strategies._target import logits_and_features, open_target_pool, target_batch
+from eotransfer.strategies.base import get_strategy
 from eotransfer.strategies.coral import AlignmentParams, Coral
 
 FAST: dict[str, Any] = {"bands": "eurosat-ms", "labels_per_class": 6, "accelerator": "cpu", "progress": False,
@@ -74,3 +75,24 @@ def test_alignment_term_is_weighted(eurosat_like: Path) -> None:
         strategy.prepare(ds, None, model)
         losses.append(strategy.training_loss(model, images, labels, torch.Generator().manual_seed(0)).item())
     assert losses[1] > losses[0]
+
+
+@pytest.mark.parametrize("strategy", ["coral", "mmd", "dann"])
+def test_labelled_target_gets_one_note(strategy: str, eurosat_like: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cls = get_strategy(strategy)
+    ds = open_dataset(eurosat_like, bands="eurosat-ms")
+    cls(cls.Params(target=f"{eurosat_like},{eurosat_like}", target_bands="eurosat-ms")).prepare(ds, None, None)
+    err = capsys.readouterr().err
+    assert err.count("are ignored") == 1  # one note for the call, naming both labelled sources
+    assert f"--target: the labels of {eurosat_like} (3 classes), {eurosat_like} (3 classes) are ignored" in err
+
+
+def test_unlabelled_target_gets_no_note(eurosat_like: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in sorted(eurosat_like.glob("*/*.tif"))[:4]:
+        (flat / f.name).symlink_to(f)
+    ds = open_dataset(eurosat_like, bands="eurosat-ms")
+    pool = open_target_pool(str(flat), "eurosat-ms", ds)
+    assert len(pool) == 4
+    assert "ignored" not in capsys.readouterr().err

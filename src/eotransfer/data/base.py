@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from eotransfer.bands import BandSet
-from eotransfer.errors import ConfigError, DataError, did_you_mean
+from eotransfer.errors import BandError, ConfigError, DataError, did_you_mean
 
 NODATA_POLICIES = ("error", "mask")
 
@@ -65,6 +65,47 @@ class EODataset(Dataset[dict[str, Any]]):
         self._all_bands = full
         self.bands = chosen
 
+    def map_bands_to(self, target: BandSet, missing: str = "error") -> Any:
+        """Present the data in ``target``'s bands and order (a model trained on another sensor).
+
+        Bands are matched by name, then common name, then wavelength
+        (:func:`eotransfer.models.band_mapping.map_bands`).  A target band the data lack is an error,
+        or, with ``missing="mask"``, filled with NaN: the model's normalisation turns it into the
+        band's training mean, which is what a model trained with ``--band-dropout`` has learnt to
+        expect.  Returns the mapping (printable with ``.table()``).
+        """
+        from eotransfer.models.band_mapping import map_bands
+
+        if missing not in ("error", "mask"):
+            raise ConfigError(f"--missing-bands: unknown policy '{missing}'; choose error or mask")
+        mapping = map_bands(self.bands, target, policy="zero")
+        if mapping.unmatched and missing == "error":
+            raise BandError(
+                f"{self.root}: the model's band(s) {', '.join(mapping.unmatched)} have no counterpart among the "
+                f"data's ({self.bands.describe()}); pass --missing-bands mask to apply the model with them masked "
+                "(each filled with its training mean), or fine-tune the model on these bands (fit --weights MODEL)"
+            )
+        picks = np.asarray([-1 if m.source_index is None else m.source_index for m in mapping.matches])
+        if (picks < 0).all():
+            raise BandError(f"{self.root}: none of its bands ({self.bands.describe()}) matches {target.describe()}")
+        current = self._select if self._select is not None else np.arange(len(self.bands))
+        self._select = np.where(picks >= 0, current[np.maximum(picks, 0)], -1)
+        self._all_bands = self._all_bands or self.bands
+        self.bands = target
+        return mapping
+
+    def select_channels(self, arr: np.ndarray) -> np.ndarray:
+        """``arr`` (every band of the file) in the data set's bands: selected (``--use-bands``), reordered,
+        and NaN for bands the data lack (:meth:`map_bands_to`)."""
+        picks = self._select
+        if picks is None:
+            return arr
+        if (picks >= 0).all():
+            return arr[picks]
+        out = np.full((len(picks), *arr.shape[1:]), np.nan, dtype=np.float32)
+        out[picks >= 0] = arr[picks[picks >= 0]]
+        return out
+
     def __len__(self) -> int:
         return len(self.labels)
 
@@ -81,10 +122,10 @@ class EODataset(Dataset[dict[str, Any]]):
                 f"{self.sources[index]}: has {arr.shape[0] if arr.ndim == 3 else '?'} bands but the data set "
                 f"declares {len(expected)} ({expected.describe()}); check --bands or remove the file"
             )
-        if self._select is not None:
-            arr = arr[self._select]
-        if self.nodata == "error" and np.isnan(arr).any():
-            frac = float(np.isnan(arr).mean())
+        arr = self.select_channels(arr)
+        present = slice(None) if self._select is None else self._select >= 0
+        if self.nodata == "error" and np.isnan(arr[present]).any():
+            frac = float(np.isnan(arr[present]).mean())
             raise DataError(
                 f"{self.sources[index]}: {frac:.1%} of its pixels are NaN or nodata; pass --nodata mask to "
                 "fill them with the band mean after normalisation, or remove the file"

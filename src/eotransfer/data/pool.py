@@ -150,8 +150,7 @@ class PatchPool(Dataset[dict[str, Any]]):
     def _raw(self, k: int, j: int) -> np.ndarray:
         src = self.sources[k]
         arr = src.read(int(j))
-        if src._select is not None:
-            arr = arr[src._select]
+        arr = src.select_channels(arr)
         m = self.maps[k]
         if m is None:
             return arr

@@ -142,7 +142,10 @@ def spatial_block_split(
 ) -> Split:
     """Whole blocks (UTM zones or lon/lat cells) go to the test side until ``test_fraction`` is reached.
 
-    ``test_blocks`` names the test blocks explicitly (e.g. ``['31N']``).  The validation set is
+    ``test_blocks`` names the test blocks explicitly (e.g. ``['31N']``), or is ``['east']`` /
+    ``['west']``: the easternmost (westernmost) blocks by their samples' mean longitude, until
+    ``test_fraction`` is reached, so that a model is scored on a region beyond the one it learnt
+    from (geographic extrapolation rather than interpolation).  The validation set is
     also made of whole blocks when there are enough, so early stopping does not leak either.
     ``blocks`` gives the block of each sample directly (``--split group``: xBD events, the
     polygon a raster-vector patch came from), in which case ``lonlat`` is ignored.
@@ -154,6 +157,8 @@ def spatial_block_split(
             f"--split {kind}: all samples fall in one block ({unique[0]}); use a smaller --block-deg or another split"
         )
     rng = _rng(seed)
+    if test_blocks is not None and len(test_blocks) == 1 and test_blocks[0] in ("east", "west"):
+        test_blocks = _edge_blocks(lonlat, blocks, unique, test_blocks[0], test_fraction, kind)
     if test_blocks is not None:
         unknown = sorted(set(test_blocks) - set(unique))
         if unknown:
@@ -191,6 +196,25 @@ def spatial_block_split(
         "val_blocks": sorted(val_blocks),
     }
     return Split(train, val, np.flatnonzero(is_test), info)
+
+
+def _edge_blocks(
+    lonlat: np.ndarray, blocks: np.ndarray, unique: np.ndarray, side: str, test_fraction: float, kind: str
+) -> list[str]:
+    """The blocks at the ``side`` ('east'/'west') edge, by mean longitude, holding ``test_fraction`` of the samples."""
+    if kind == "group" or np.isnan(lonlat).any():
+        raise ConfigError(
+            f"--test-blocks {side}: needs the samples' locations (--split utm-zone or lonlat-block); name the "
+            "test groups instead (e.g. --test-blocks guatemala-volcano)"
+        )
+    mean_lon = np.array([lonlat[blocks == b, 0].mean() for b in unique])
+    order = np.argsort(-mean_lon if side == "east" else mean_lon, kind="stable")
+    chosen: list[str] = []
+    for i in order[: len(unique) - 1]:  # at least one block stays for training
+        chosen.append(str(unique[i]))
+        if np.isin(blocks, chosen).mean() >= test_fraction:
+            break
+    return chosen
 
 
 def spatial_block_folds(

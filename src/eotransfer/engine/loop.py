@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from eotransfer.data.augment import band_dropout
 from eotransfer.engine.checkpoint import atomic_torch_save, load_checkpoint
 from eotransfer.strategies.base import Phase, Strategy
 
@@ -159,6 +160,7 @@ class Engine:
         if cfg.resume and ckpt_path is not None:
             state = load_checkpoint(ckpt_path, cfg.config_hash, cfg.run_kind)
             model.load_state_dict(state["model"])
+            strategy.load_state(state.get("strategy_state", {}))
         history: list[dict[str, Any]] = list(state["history"])
         for pi, phase in enumerate(phases):
             if pi < state["phase"]:
@@ -228,6 +230,8 @@ class Engine:
                     x, y = batch["image"], batch["label"]
                     if phase.augment:
                         x = augment_batch(x, gen)
+                        if strategy.params.band_dropout > 0:  # masked bands become 0 after normalisation
+                            x = band_dropout(x, gen, strategy.params.band_dropout)
                     x, y = x.to(fabric.device, non_blocking=True), y.to(fabric.device, non_blocking=True)
                     if len(y) < 2 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
                         continue  # BatchNorm cannot train on a single sample
@@ -276,7 +280,8 @@ class Engine:
                 atomic_torch_save(
                     {"config_hash": cfg.config_hash, "kind": cfg.run_kind, "phase": pi, "epoch": epoch if not stop else phase.epochs - 1,
                      "model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_score": list(best_score),
-                     "best_state": best_state, "bad_epochs": bad_epochs, "history": history},
+                     "best_state": best_state, "bad_epochs": bad_epochs, "history": history,
+                     "strategy_state": strategy.state()},
                     ckpt_path,
                 )  # fmt: skip
             if stop:

@@ -61,11 +61,16 @@ class BandMapping:
     def from_dict(cls, d: dict[str, Any]) -> BandMapping:
         return cls(tuple(BandMatch(**m) for m in d["matches"]), float(d["scale"]))
 
-    def table(self) -> str:
-        lines = [f"{'data band':<22} {'<- weight band':<22} {'how':<14} {'Δλ nm':>7}"]
+    def table(self, target: str = "data band", source: str = "weight band", unmatched: str | None = None) -> str:
+        """One line per target band: the source band that fills it, how it was matched, Δλ.
+
+        ``unmatched`` replaces the method shown for bands nothing fills (e.g. ``masked``).
+        """
+        lines = [f"{target:<22} {'<- ' + source:<22} {'how':<14} {'Δλ nm':>7}"]
         for m in self.matches:
             d = "" if m.delta_nm is None else f"{m.delta_nm:.1f}"
-            lines.append(f"{m.target:<22} {m.source or '-':<22} {m.method:<14} {d:>7}")
+            how = unmatched if unmatched and m.source is None else m.method
+            lines.append(f"{m.target:<22} {m.source or '-':<22} {how:<14} {d:>7}")
         lines.append(f"kernel scale: {self.scale:.3f}")
         return "\n".join(lines)
 

@@ -20,31 +20,36 @@ are nodata in the output, and windows made only of such pixels are never sent to
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from tqdm import tqdm
 
 from eotransfer.errors import ConfigError, DataError
+from eotransfer.predict.cog import GDAL_CACHE_MB, CogWriter, overview_factors, write_errors
 
 #: float32 N×C×h×w raw pixel values (NaN = nodata) → float32 N×K class probabilities.
 PatchPredictor = Callable[[np.ndarray], np.ndarray]
 
 #: Value of the class band (and of the probability bands) where the input has no data.
 NODATA = 255
+#: What to do with a raster in another CRS than the model's training data.
+CRS_POLICIES = ("refuse", "reproject")
 #: Longest side, in pixels, of the class map drawn in the PNG preview (larger maps are decimated).
 PREVIEW_MAX_SIDE = 1024
 
@@ -250,22 +255,9 @@ def _temp_path(final: Path, suffix: str) -> Path:
 
 
 def _remove(path: Path | None) -> None:
-    if path is None:
-        return
-    for p in (path, path.with_name(path.name + ".aux.xml")):
+    if path is not None:
         with suppress(FileNotFoundError):
-            p.unlink()
-
-
-@contextmanager
-def _write_errors(path: Path, what: str) -> Iterator[None]:
-    """Turn a failure to write ``path`` into a :class:`DataError` that names it."""
-    try:
-        yield
-    except (RasterioError, OSError) as exc:
-        raise DataError(
-            f"{path}: cannot write {what} ({exc}); check that the folder is writable and the disk has room"
-        ) from None
+            path.unlink()
 
 
 def _encode_block(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -397,25 +389,13 @@ def _raster_reader(
 
 
 def _predict_blocks(
-    tiling: _Tiling,
-    read: _Reader,
-    run: _Run,
-    dst: Any,
-    out_path: Path,
-    classes: list[str],
-    block_size: int,
-    desc: str,
+    tiling: _Tiling, read: _Reader, run: _Run, writer: CogWriter, n_classes: int, block_size: int, desc: str,
     progress: bool,
-) -> np.ndarray:
+) -> np.ndarray:  # fmt: skip
     """Predict and write every block of the output; return the per-class pixel counts."""
-    with _write_errors(out_path, "the class map"):
-        dst.update_tags(classes=json.dumps(classes))
-        dst.set_band_description(1, "class")
-        for i, name in enumerate(classes):
-            dst.set_band_description(i + 2, f"p_{name}")
     height, width = tiling.height, tiling.width
     blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
-    counts = np.zeros(len(classes), dtype=np.int64)
+    counts = np.zeros(n_classes, dtype=np.int64)
     current_row = -1
     for row0, col0 in tqdm(blocks, desc=desc, unit="block", disable=not progress):
         rect = (row0, min(row0 + block_size, height), col0, min(col0 + block_size, width))
@@ -426,9 +406,49 @@ def _predict_blocks(
         assert probs is not None  # run.n_classes is known
         out, block_counts = _encode_block(probs)
         counts += block_counts
-        with _write_errors(out_path, "the class map"):
-            dst.write(out, window=Window(col0, row0, rect[3] - col0, rect[1] - row0))
+        writer.write(out, row0, col0)
     return counts
+
+
+def training_crs(locations: Sequence[Any]) -> str | None:
+    """The one CRS of the georeferenced training samples, or None (none known, or several, e.g. UTM zones).
+
+    Only samples with bounds count: a lon/lat parsed from a file name says where, not on which grid.
+    """
+    spelt = {str(loc.crs) for loc in locations if getattr(loc, "crs", None) and getattr(loc, "bounds", None)}
+    crss = {CRS.from_user_input(s).to_string() for s in spelt}
+    return crss.pop() if len(crss) == 1 else None
+
+
+def _checked_source(src: Any, raster: Path, expected_crs: str | None, crs_policy: str, nodata: float | None) -> Any:
+    """``src`` itself, or a :class:`~rasterio.vrt.WarpedVRT` onto ``expected_crs`` under ``reproject``.
+
+    The warped view is computed window by window as blocks are read, so memory stays bounded.
+    """
+    if crs_policy not in CRS_POLICIES:
+        raise ConfigError(f"--crs-policy: unknown policy '{crs_policy}'; choose one of {', '.join(CRS_POLICIES)}")
+    if expected_crs is None:
+        return src
+    target = CRS.from_user_input(expected_crs)
+    if src.crs is None:
+        warnings.warn(
+            f"{raster}: the raster has no CRS, so it cannot be checked against the model's training CRS "
+            f"{target.to_string()}; predicting it as it is",
+            stacklevel=3,
+        )
+        return src
+    if src.crs == target:
+        return src
+    if crs_policy == "refuse":
+        raise DataError(
+            f"{raster}: the raster's CRS {src.crs.to_string()} differs from the CRS of the model's training data "
+            f"{target.to_string()}; pass --crs-policy reproject to warp it on the fly (bilinear, block by block), "
+            "or reproject the raster yourself (e.g. gdalwarp -t_srs)"
+        )
+    return WarpedVRT(
+        src, crs=target, resampling=Resampling.bilinear, dtype="float32", nodata=np.nan,
+        src_nodata=src.nodata if src.nodata is not None else nodata,
+    )  # fmt: skip
 
 
 def predict_raster(
@@ -446,8 +466,10 @@ def predict_raster(
     preview_png: str | Path | None = None,
     progress: bool = True,
     nodata: float | None = None,
+    expected_crs: str | None = None,
+    crs_policy: str = "refuse",
 ) -> dict[str, Any]:
-    """Predict a raster window by window into a class map with the raster's grid.
+    """Predict a raster window by window into a Cloud-Optimised GeoTIFF class map on the raster's grid.
 
     ``predictor`` receives float32 N×C×``patch_size``×``patch_size`` pixels (the bands
     ``band_indices``, 0-based, in that order; all bands when None), multiplied by ``scale`` plus
@@ -455,17 +477,22 @@ def predict_raster(
     (its nodata value, its mask, or ``nodata`` when the file declares none, e.g. Landsat's 0 fill),
     and returns N×K class probabilities.
 
-    ``out_path`` is a tiled, deflate-compressed uint8 GeoTIFF with the input's CRS, transform,
-    width and height: band 1 is the class index (argmax of the blended probabilities) and bands
-    2..K+1 the blended probability of each class in percent (0-100); 255 marks nodata in every
-    band.  Its band descriptions are ``class``, ``p_<class>``... and its tag ``classes`` holds the
-    class names as a JSON list.  ``preview_png`` gets a picture of the class map with a legend.
-    Both files are written to a temporary file in their folder and moved into place only when
-    everything succeeded.
+    ``expected_crs`` is the CRS of the model's training data (None: not checked).  A raster in
+    another CRS is refused (``crs_policy="refuse"``, a :class:`DataError`) or warped onto it on the
+    fly (``"reproject"``, bilinear); the output then lies on the warped grid.
+
+    ``out_path`` is a COG (GDAL's COG layout: tiled, deflate, internal overviews) of uint8 bands with
+    the input's CRS, transform, width and height: band 1 is the class index (argmax of the blended
+    probabilities; overviews by ``nearest``) and bands 2..K+1 the blended probability of each class
+    in **percent** (0-100; overviews by ``average``); 255 marks nodata in every band.  Its band
+    descriptions are ``class``, ``p_<class>``... and its tag ``classes`` holds the class names as a
+    JSON list.  ``preview_png`` gets a picture of the class map with a legend.  Both are written to
+    temporary files beside them and moved into place only when everything succeeded; a full disk
+    raises a :class:`DataError` that says so and leaves nothing behind.
 
     Returns a summary: ``path``, ``width``, ``height``, ``classes``, ``class_fractions`` (each class's
     share of the valid pixels), ``n_windows`` (windows sent to the predictor), ``n_skipped_windows``
-    (windows of nodata only), ``valid_pixels``, ``crs`` and ``preview``.
+    (windows of nodata only), ``valid_pixels``, ``crs``, ``reprojected``, ``overviews`` and ``preview``.
     """
     raster, out_path = Path(raster), Path(out_path)
     png_path = Path(preview_png) if preview_png is not None else None
@@ -476,58 +503,49 @@ def predict_raster(
     if not (np.isfinite(scale_arr).all() and np.isfinite(offset_arr).all()):
         raise ConfigError(f"scale and offset must be finite numbers, got scale={scale!r}, offset={offset!r}")
 
-    with _open_raster(raster) as src:
-        indexes = _band_indexes(raster, src.count, band_indices)
-        height, width = src.height, src.width
-        if height < patch_size or width < patch_size:
-            raise DataError(
-                f"{raster}: raster is {width}×{height} pixels (width×height), smaller than patch_size "
-                f"{patch_size}; use a smaller patch_size or a larger raster"
-            )
-        tiling = _Tiling.build(height, width, patch_size, overlap)
-        for name, arr in (("scale", scale_arr), ("offset", offset_arr)):
-            if len(arr) not in (1, len(indexes)):
-                raise ConfigError(f"{name}: {len(arr)} values for {len(indexes)} bands; give one, or one per band")
-        read = _raster_reader(src, raster, indexes, scale_arr, offset_arr, nodata)
-        run = _Run(predictor, batch_size, n_classes=len(classes))
-        profile = {
-            "driver": "GTiff", "dtype": "uint8", "count": len(classes) + 1, "width": width,
-            "height": height, "crs": src.crs, "transform": src.transform, "nodata": NODATA,
-            "tiled": True, "blockxsize": 512 if block_size >= 512 else 256,
-            "blockysize": 512 if block_size >= 512 else 256, "compress": "deflate", "BIGTIFF": "IF_SAFER",
-        }  # fmt: skip
-        crs = src.crs.to_string() if src.crs else None
-
-        tmp_tif: Path | None = None
-        tmp_png: Path | None = None
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), _open_raster(raster) as opened:
+        indexes = _band_indexes(raster, opened.count, band_indices)
+        src = _checked_source(opened, raster, expected_crs, crs_policy, nodata)
         try:
-            with _write_errors(out_path, "the class map"):
-                out_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp_tif = _temp_path(out_path, ".tif")
-                dst = rasterio.open(tmp_tif, "w", **profile)
-            try:
+            height, width = src.height, src.width
+            if height < patch_size or width < patch_size:
+                raise DataError(
+                    f"{raster}: raster is {width}×{height} pixels (width×height), smaller than patch_size "
+                    f"{patch_size}; use a smaller patch_size or a larger raster"
+                )
+            tiling = _Tiling.build(height, width, patch_size, overlap)
+            for name, arr in (("scale", scale_arr), ("offset", offset_arr)):
+                if len(arr) not in (1, len(indexes)):
+                    raise ConfigError(f"{name}: {len(arr)} values for {len(indexes)} bands; give one, or one per band")
+            read = _raster_reader(src, raster, indexes, scale_arr, offset_arr, nodata)
+            run = _Run(predictor, batch_size, n_classes=len(classes))
+            crs = src.crs.to_string() if src.crs else None
+            tile = 512 if block_size >= 512 else 256
+            tmp_png: Path | None = None
+            with CogWriter(out_path, classes, height, width, src.crs, src.transform, NODATA, tile) as writer:
                 counts = _predict_blocks(
-                    tiling, read, run, dst, out_path, classes, block_size,
-                    desc=f"predict {raster.name}", progress=progress,
+                    tiling, read, run, writer, len(classes), block_size, desc=f"predict {raster.name}",
+                    progress=progress,
                 )  # fmt: skip
-            finally:
-                with _write_errors(out_path, "the class map"):
-                    dst.close()
-            if png_path is not None:
-                with _write_errors(png_path, "the preview"):
-                    png_path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp_png = _temp_path(png_path, ".png")
-                    _write_preview(tmp_tif, tmp_png, classes, title=f"{raster.name}: predicted classes")
-            with _write_errors(out_path, "the class map"):
-                os.replace(tmp_tif, out_path)
-            tmp_tif = None
-            if png_path is not None and tmp_png is not None:
-                with _write_errors(png_path, "the preview"):
-                    os.replace(tmp_png, png_path)
-                tmp_png = None
+                try:
+                    if png_path is not None:
+                        with write_errors(png_path, "the preview"):
+                            png_path.parent.mkdir(parents=True, exist_ok=True)
+                            tmp_png = _temp_path(png_path, ".png")
+                            writer.close_parts()
+                            _write_preview(
+                                writer.class_path, tmp_png, classes, title=f"{raster.name}: predicted classes"
+                            )
+                    writer.finish()
+                    if png_path is not None and tmp_png is not None:
+                        with write_errors(png_path, "the preview"):
+                            os.replace(tmp_png, png_path)
+                        tmp_png = None
+                finally:
+                    _remove(tmp_png)
         finally:
-            _remove(tmp_tif)
-            _remove(tmp_png)
+            if src is not opened:
+                src.close()
 
     n_valid = int(counts.sum())
     return {
@@ -540,5 +558,7 @@ def predict_raster(
         "n_skipped_windows": run.n_skipped,
         "valid_pixels": n_valid,
         "crs": crs,
+        "reprojected": src is not opened,
+        "overviews": overview_factors(height, width, tile),
         "preview": str(png_path) if png_path is not None else None,
     }

@@ -5,10 +5,15 @@
 batch of it from the epoch's seeded generator, at the source images' size, so that source and target
 go through the backbone in one forward pass (:func:`logits_and_features`).  The same pattern as
 ``distill --unlabelled``.
+
+Target data sets that carry labels (class folders, say) are accepted: the methods are unsupervised,
+so the labels are ignored, and :func:`open_target_pool` says so once.  Score the adapted model on
+the labelled target with ``eotransfer evaluate``.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -41,6 +46,14 @@ def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = 
             where = "" if path in str(e) else f"{path}: "
             hint = f"; declare the target files' bands with {bands_option}" if "--bands" in str(e) else ""
             raise ConfigError(f"{option}: {where}{e}{hint}") from e
+    labelled = [f"{path} ({len(src.classes)} classes)" for path, src in zip(names, sources, strict=True)
+                if list(src.classes) != ["unlabelled"] and len(src)]  # fmt: skip
+    if labelled:
+        print(
+            f"note: {option}: the labels of {', '.join(labelled)} are ignored (unsupervised domain adaptation sees "
+            "only the target's images); score the adapted model on them with `eotransfer evaluate`",
+            file=sys.stderr,
+        )
     try:
         smallest = min(min(src.read(0).shape[-2:]) for src in sources if len(src))
     except ValueError:

@@ -76,6 +76,10 @@ class CommonParams:
     batch_size: int = param(32, "samples per batch", 1, 4096)
     patience: int = param(10, "early stopping: epochs without validation improvement (0 = off)", 0, 10_000)
     augment: bool = param(True, "random flips and 90° rotations during training")
+    band_dropout: float = param(
+        0.0, "probability that each band of a training sample is masked (as missing), for models that must "
+        "cope with missing bands or other sensors; needs --augment", 0.0, 0.95,
+    )  # fmt: skip
 
 
 class Strategy:
@@ -133,6 +137,25 @@ class Strategy:
         generator, for augmentations drawn inside the method.
         """
         return self.loss(model, model(images), labels)
+
+    def after_fit(self, model: nn.Module, engine: Any, subsets: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Called by ``fit`` after the test/validation scores, with ``{"test": ..., "val": ...}`` subsets.
+
+        Returns extra metrics per subset name, merged into the card's and ``metrics.json``'s (the
+        auxiliary heads of ``multitask``, say); a strategy may also tidy the model here.
+        """
+        return {}
+
+    def state(self) -> dict[str, Any]:
+        """Tensors the strategy trains outside the model (a domain discriminator, say), for checkpoints.
+
+        Saved with every checkpoint and given back to :meth:`load_state` on ``--resume``, so that a
+        resumed run continues exactly; they are not part of the saved model.
+        """
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned (called after :meth:`phases`, before training resumes)."""
 
     def after_step(self, model: nn.Module, progress: float) -> None:
         """Called after every optimiser step; ``progress`` runs from 0 to 1 over the phase."""

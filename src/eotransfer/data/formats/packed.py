@@ -364,8 +364,7 @@ def pack_dataset(
                     f"{sources[k - 1]}: has {arr.shape[0] if arr.ndim == 3 else '?'} bands but the data set "
                     f"declares {len(expected)} ({expected.describe()}); check --bands or remove the file"
                 )
-            if ds._select is not None:
-                arr = arr[ds._select]
+            arr = ds.select_channels(arr)
             if first_shape is None:
                 first_shape = arr.shape
             elif arr.shape != first_shape:

@@ -1,0 +1,308 @@
+"""``eotransfer advise``: which transfer strategy fits this task, and why.
+
+The advisor inspects the task — labelled samples per class, classes the user wants predicted without
+labels, an unlabelled target region or sensor and its domain gap to the labelled data, how well the
+available pre-trained weights cover the data's bands, the compute budget and a deployment limit —
+and ranks strategies with a reason for each.  The rules encode what this project's own benchmarks
+measured (``benchmarks/README.md``): with few labels a classifier on frozen pre-trained features is
+as good as fine-tuning and far cheaper; fine-tuning pays off from tens of labels per class; weights
+whose bands do not cover the data's transfer poorly; a large proxy A-distance (Ben-David et al. 2010)
+calls for domain adaptation.  Because a rule can be wrong for a given data set, ``--auto`` measures
+the top candidates by cross-validation on the labelled data (with the band-statistics reference
+beside them) and keeps the best: the ranking proposes, the data decide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eotransfer.errors import ConfigError
+from eotransfer.strategies.base import param, validate_params
+
+#: pre-trained weights worth proposing only when they fill at least this share of the data's bands
+MIN_BAND_COVERAGE = 0.5
+#: a proxy A-distance above this (on band statistics) counts as a domain shift worth adapting to
+PAD_SHIFT = 1.0
+
+
+@dataclass
+class AdviseConfig:
+    """What ``advise`` needs: the labelled data and the user's constraints (CLI options and YAML keys)."""
+
+    data: str = param("", "the labelled data set")
+    bands: str | None = param(None, "the data's bands, e.g. eurosat-ms (as fit --bands)")
+    format: str | None = param(None, "data format; detected if omitted")
+    target: str | None = param(None, "unlabelled target-domain imagery (another region or sensor), if any")
+    target_bands: str | None = param(None, "the bands of --target, as --bands")
+    unseen_classes: str | None = param(None, "classes to predict that have no labels, comma-separated")
+    new_classes_at_prediction: bool = param(False, "new classes will be given by a few examples at prediction time")
+    backbone: str = param("resnet10t", "backbone architecture for the candidates")
+    weights: str | None = param(None, "pre-trained weights to consider (default: the local catalogue)")
+    budget_minutes: float = param(30.0, "compute budget for training, minutes", 0.1, 1e6)
+    max_params_m: float | None = param(None, "deployment limit: millions of parameters of the final model", 0.01)
+    robust: bool = param(False, "the model must withstand adversarial perturbations")
+    auto: bool = param(False, "measure the top candidates by cross-validation and keep the best (writes --out)")
+    top: int = param(3, "candidates measured by --auto", 1, 20)
+    folds: int = param(3, "cross-validation folds of --auto", 2, 20)
+    seed: int = param(0, "random seed", 0, 2**31 - 1)
+    out: str | None = param(None, "--auto: directory of the winning model")
+    verbose: bool = param(True, "print the inspection and the ranking")
+
+
+@dataclass
+class Recommendation:
+    """One ranked strategy: its fit options and why it is proposed."""
+
+    strategy: str
+    options: dict[str, Any]
+    reason: str
+    score: float
+    cv_accuracy: float | None = None
+    cv_ci95: float | None = None
+
+
+@dataclass
+class TaskFacts:
+    """What the inspection found."""
+
+    n_samples: int
+    classes: list[str]
+    labels_per_class: dict[str, int]
+    bands: list[str]
+    weights: str | None
+    band_coverage: float
+    unseen_classes: list[str] = field(default_factory=list)
+    target_pad: float | None = None
+    gpu: bool = False
+    seconds_per_epoch_estimate: float = 0.0
+
+
+def band_coverage(data_bands: Any, weight_bands: Any) -> float:
+    """Share of the data's bands that the weights' bands fill (by name, common name or wavelength)."""
+    from eotransfer.models.band_mapping import map_bands
+
+    mapping = map_bands(weight_bands, data_bands, policy="zero")
+    return 1.0 - len(mapping.unmatched) / max(len(data_bands), 1)
+
+
+def best_weights(data_bands: Any, arch: str) -> tuple[str | None, float]:
+    """The local catalogue's weights of architecture ``arch`` covering most of the data's bands."""
+    from eotransfer.bands import BandSet
+    from eotransfer.models.catalogue import local_catalogue
+
+    best: tuple[str | None, float] = (None, 0.0)
+    for row in local_catalogue():
+        if row.get("arch") != arch:
+            continue
+        card = json.loads((Path(row["path"]) / "card.json").read_text())
+        cov = band_coverage(data_bands, BandSet.from_list(card["bands"]))
+        if cov > best[1]:
+            best = (row["name"], cov)
+    return best
+
+
+def inspect_task(cfg: AdviseConfig) -> tuple[TaskFacts, Any]:
+    """Open the data (and the target) and gather the facts the rules use."""
+    import torch
+
+    from eotransfer.api import load_data
+    from eotransfer.data.pool import open_pool_source
+    from eotransfer.evaluation.domain import proxy_a_distance
+    from eotransfer.evaluation.reference import band_statistics_matrix
+    from eotransfer.models.weights import resolve_weights
+
+    ds = load_data(cfg)
+    counts = ds.class_counts()
+    unseen = [c.strip() for c in (cfg.unseen_classes or "").split(",") if c.strip()]
+    weights: str | None
+    if cfg.weights:
+        loaded = resolve_weights(cfg.weights, cfg.backbone)
+        weights, cov = cfg.weights, band_coverage(ds.bands, loaded.bands)
+    else:
+        weights, cov = best_weights(ds.bands, cfg.backbone)
+    pad = None
+    if cfg.target:
+        tgt = open_pool_source(cfg.target, bands=cfg.target_bands)
+        if tgt.bands.keys != ds.bands.keys:
+            tgt.map_bands_to(ds.bands, missing="mask")
+        rng = np.random.default_rng(cfg.seed)
+        s_idx = rng.choice(len(ds), min(len(ds), 500), replace=False)
+        t_idx = rng.choice(len(tgt), min(len(tgt), 500), replace=False)
+        pad = proxy_a_distance(band_statistics_matrix(ds.checked_read, s_idx),
+                               band_statistics_matrix(tgt.checked_read, t_idx), cfg.seed)  # fmt: skip
+    h, w = ds.checked_read(0).shape[-2:]
+    # a resnet10t training step costs ~4 ms per 64x64 image on two CPU cores (benchmarks/README.md), ~50x less on a GPU
+    gpu = torch.cuda.is_available()
+    per_epoch = len(ds) * 0.004 * (h * w) / (64 * 64) / (50 if gpu else 1)
+    facts = TaskFacts(len(ds), list(ds.classes), counts, ds.bands.keys, weights, cov, unseen, pad, gpu, per_epoch)
+    return facts, ds
+
+
+def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
+    """Ranked strategies for the task (highest score first), each with its reason."""
+    k = min(facts.labels_per_class.values()) if facts.labels_per_class else 0
+    pre = facts.weights is not None and facts.band_coverage >= MIN_BAND_COVERAGE
+    w = {"weights": facts.weights} if pre else {}
+    src = f"the pre-trained weights {facts.weights} (they fill {facts.band_coverage:.0%} of the data's bands)"
+    epochs_affordable = cfg.budget_minutes * 60 / max(facts.seconds_per_epoch_estimate, 1e-3)
+    recs: list[Recommendation] = []
+
+    def add(strategy: str, score: float, reason: str, **options: Any) -> None:
+        recs.append(Recommendation(strategy, {**w, **options}, reason, score))
+
+    if facts.unseen_classes:
+        add("zero-shot", 10, f"classes {', '.join(facts.unseen_classes)} have no labels: only their descriptions can "
+            "name them (generalised zero-shot with calibrated stacking)", unseen_classes=",".join(facts.unseen_classes))  # fmt: skip
+    if cfg.new_classes_at_prediction:
+        add("protonet", 9, "new classes arrive with a few examples at prediction time: prototypes from a new support "
+            "set need no retraining")  # fmt: skip
+    if facts.target_pad is not None and facts.target_pad >= PAD_SHIFT:
+        add("coral", 8.5, f"the target differs from the labelled data (proxy A-distance {facts.target_pad:.2f} ≥ "
+            f"{PAD_SHIFT}); CORAL aligns their feature covariances, the most stable of the adaptation losses",
+            target=cfg.target)  # fmt: skip
+        add("dann", 7.5, "the same shift; adversarial alignment (DANN) is stronger but less stable", target=cfg.target)
+    if pre:
+        fe_score = 8 if k < 20 else 6
+        add("feature-extraction", fe_score, f"{k} labels per class: a classifier on frozen features of {src} is "
+            "measured as good as fine-tuning with few labels, at a fraction of the cost", classifier="logreg")  # fmt: skip
+        ft_score = 7.8 if k >= 50 else (6.5 if k >= 20 else 4)
+        if epochs_affordable < 30:  # the budget cannot train end to end for long: frozen features first
+            ft_score = min(ft_score, fe_score - 1)
+        add("progressive-unfreeze", ft_score - 0.1, f"{k} labels per class with {src}: unfreezing top-down keeps the "
+            "pre-trained features while adapting them")  # fmt: skip
+        add("finetune", ft_score, f"{k} labels per class with {src}: end-to-end fine-tuning at a lower backbone "
+            "learning rate" + ("" if epochs_affordable >= 30 else "; the budget allows few epochs on this machine"))  # fmt: skip
+        add("linear-probe", 5, f"a linear head on the frozen features of {src}; cheap and hard to overfit")
+    else:
+        why = ("no local pre-trained weights of this architecture" if facts.weights is None else
+               f"the weights {facts.weights} fill only {facts.band_coverage:.0%} of the data's bands")  # fmt: skip
+        add("finetune", 6 if k >= 50 else 3, f"{why}: training from scratch needs many labels per class ({k} here); "
+            "self-supervised pre-training on unlabelled imagery of this sensor (eotransfer pretrain) would help",
+            weights=None)  # fmt: skip
+    if cfg.robust:
+        add("adversarial", 9.5, "the model must withstand perturbations: adversarial fine-tuning (PGD) trades a "
+            "little clean accuracy for robust accuracy")  # fmt: skip
+    if cfg.max_params_m is not None:
+        from eotransfer.bands import BandSet
+        from eotransfer.models.backbones import create_backbone
+
+        n = sum(p.numel() for p in create_backbone(cfg.backbone, BandSet.parse(facts.bands), None, None, 64, 0, False).module.parameters())  # fmt: skip
+        if n / 1e6 > cfg.max_params_m:
+            add("distill", 9.8, f"{cfg.backbone} has {n / 1e6:.1f} M parameters, above the {cfg.max_params_m} M limit: "
+                "train the best strategy, then distil it into a smaller student (--teacher)")  # fmt: skip
+    recs.sort(key=lambda r: -r.score)
+    return recs
+
+
+def facts_table(facts: TaskFacts) -> str:
+    k = list(facts.labels_per_class.values())
+    rows = [
+        ("samples", f"{facts.n_samples} in {len(facts.classes)} classes"),
+        ("labels per class", f"min {min(k)}, median {int(np.median(k))}, max {max(k)}" if k else "none"),
+        ("bands", f"{len(facts.bands)}: " + ", ".join(b.split(":")[-1] for b in facts.bands)),
+        (
+            "pre-trained weights",
+            f"{facts.weights} (fill {facts.band_coverage:.0%} of the bands)" if facts.weights else "none",
+        ),  # fmt: skip
+        ("classes without labels", ", ".join(facts.unseen_classes) or "none"),
+        (
+            "target domain gap (PAD)",
+            "no target" if facts.target_pad is None else f"{facts.target_pad:.2f} (0 = same, 2 = separable)",
+        ),  # fmt: skip
+        (
+            "compute",
+            f"{'GPU' if facts.gpu else 'CPU'}, ~{facts.seconds_per_epoch_estimate:.0f} s per fine-tuning epoch (estimate)",
+        ),  # fmt: skip
+    ]
+    return "\n".join(f"{a:<26} {b}" for a, b in rows)
+
+
+def ranking_table(recs: list[Recommendation]) -> str:
+    lines = ["| rank | strategy | options | CV accuracy | why |", "|---|---|---|---|---|"]
+    for i, r in enumerate(recs, 1):
+        opts = ", ".join(f"{k}={v}" for k, v in r.options.items() if v is not None) or "—"
+        cv = "—" if r.cv_accuracy is None else f"{r.cv_accuracy:.3f} ± {r.cv_ci95:.3f}"
+        lines.append(f"| {i} | {r.strategy} | {opts} | {cv} | {r.reason} |")
+    return "\n".join(lines)
+
+
+def cross_validate(ds: Any, rec: Recommendation | None, cfg: AdviseConfig, deadline: float) -> list[float]:
+    """Accuracy on each of ``cfg.folds`` stratified folds; ``rec=None`` scores the band-statistics reference."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from eotransfer.api import fit
+    from eotransfer.data.splits import Split
+    from eotransfer.evaluation.reference import band_statistics_matrix, fit_band_statistics_classifier
+
+    folds = min(cfg.folds, int(np.bincount(ds.labels).min()))
+    if folds < 2:
+        raise ConfigError("--auto: cross-validation needs at least 2 labelled samples per class")
+    accs: list[float] = []
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=cfg.seed).split(ds.labels, ds.labels):
+        if time.time() > deadline and accs:
+            break
+        if rec is None:
+            clf = fit_band_statistics_classifier(
+                band_statistics_matrix(ds.checked_read, train), ds.labels[train], cfg.seed
+            )
+            accs.append(float((clf.predict(band_statistics_matrix(ds.checked_read, test)) == ds.labels[test]).mean()))
+            continue
+        res = fit(ds, split_override=Split(train, np.zeros(0, np.int64), test), strategy=rec.strategy, backbone=cfg.backbone,
+                  seed=cfg.seed, progress=False, verbose=False, **rec.options)  # fmt: skip
+        accs.append(float(res.metrics["test"]["overall_accuracy"]))
+    return accs
+
+
+def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
+    """Inspect the task, rank the strategies, and with ``auto`` measure the top ones and keep the best."""
+    from eotransfer.engine.metrics import mean_ci95
+
+    cfg = AdviseConfig(**{k: v for k, v in options.items() if k in {f.name for f in dataclasses.fields(AdviseConfig)}})
+    cfg.data = str(data or cfg.data)
+    validate_params(cfg)
+    if not cfg.data:
+        raise ConfigError("advise: give the labelled data set (DATA)")
+    facts, ds = inspect_task(cfg)
+    recs = recommend(facts, cfg)
+    result: dict[str, Any] = {"facts": dataclasses.asdict(facts), "ranking": recs}
+    if cfg.auto:
+        deadline = time.time() + cfg.budget_minutes * 60
+        measurable = [r for r in recs if r.strategy not in ("zero-shot", "protonet", "distill", "coral", "dann")]
+        ref = cross_validate(ds, None, cfg, deadline)
+        result["reference_cv"] = mean_ci95(ref)
+        for r in measurable[: cfg.top]:
+            accs = cross_validate(ds, r, cfg, deadline)
+            r.cv_accuracy, r.cv_ci95 = mean_ci95(accs)
+            if math.isnan(r.cv_ci95):
+                r.cv_ci95 = 0.0
+        scored = [r for r in measurable if r.cv_accuracy is not None]
+        if not scored:
+            raise ConfigError("--auto: no candidate could be measured within --budget-minutes; raise the budget")
+        best = max(scored, key=lambda r: r.cv_accuracy or 0.0)
+        result["best"] = best
+        result["beats_reference"] = (best.cv_accuracy or 0.0) > result["reference_cv"][0]
+        if cfg.out:
+            from eotransfer.api import fit
+
+            fit(ds, strategy=best.strategy, backbone=cfg.backbone, seed=cfg.seed, out=cfg.out, progress=False,
+                verbose=False, **best.options)  # fmt: skip
+    if cfg.verbose:
+        print(facts_table(facts))
+        print()
+        print(ranking_table(recs))
+        if cfg.auto:
+            m, h = result["reference_cv"]
+            print(f"\nband statistics + logistic regression (reference), same folds: {m:.3f} ± {h:.3f}")
+            b = result["best"]
+            verdict = "beats" if result["beats_reference"] else "does NOT beat"
+            print(f"best measured: {b.strategy} ({b.cv_accuracy:.3f}), which {verdict} the reference"
+                  + (f"; model written to {cfg.out}" if cfg.out else ""))  # fmt: skip
+    return result

@@ -1,0 +1,735 @@
+"""The benchmark grid: strategies × backbones/weights × labels per class × seeds on one data set.
+
+``eotransfer benchmark CONFIG.yaml --out DIR`` reads a :class:`BenchmarkConfig`, checks all of it
+before any fit (every unknown strategy, parameter, backbone, weight or split is reported at once),
+then runs one cell (one ``api.fit``) at a time and appends its row to ``DIR/results.csv``; a cell
+already in the table is skipped, so a stopped run resumes where it stopped.  Each seed draws one
+split whose test side is shared by every strategy, model and label count of that seed.
+
+Every table carries the two reference rows on the same split and seeds: band statistics + logistic
+regression (:mod:`eotransfer.evaluation.reference`) and training from scratch (the same strategy
+and backbone with no weights; added to the grid when the config names only pre-trained weights).
+Summaries give the mean and the 95 % Student-t interval over seeds; :func:`labels_needed` gives how
+many times fewer labels one method needs to reach another's accuracy (the label-efficiency ratio of
+e.g. Wang et al. 2022, "Self-supervised learning in remote sensing: a review", IEEE GRSM).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eotransfer import api
+from eotransfer.data.base import EODataset
+from eotransfer.data.splits import SPLIT_KINDS, Split, make_split, restrict_to_k_per_class
+from eotransfer.engine.metrics import mean_ci95
+from eotransfer.errors import ConfigError, EOTransferError, did_you_mean
+from eotransfer.evaluation.reference import band_statistics_matrix, fit_band_statistics_classifier
+
+ALL = "all"
+RESULTS_CSV = "results.csv"
+REFERENCE = "band-stats+LR"
+NO_MODEL = "—"
+#: the tidy table's columns, one row per fitted cell; ``finished`` last, so a torn last line reads as unfinished
+COLUMNS = ("cell", "data", "split", "strategy", "strategy_name", "backbone", "weights", "init", "k", "n_train",
+           "n_val", "n_test", "seed", "accuracy", "macro_f1", "seconds", "confusion_matrix", "finished")  # fmt: skip
+CONFIG_KEYS = ("name", "data", "data_options", "size", "in_memory", "split", "strategies", "models",
+               "labels_per_class", "seeds", "fit", "time_budget_s")  # fmt: skip
+SPLIT_OPTIONS = ("kind", "test_fraction", "val_fraction", "block_deg", "seed")
+#: FitConfig fields the grid sets itself (or takes from ``data_options``): not allowed under ``fit:``
+GRID_FIT_FIELDS = ("data", "strategy", "backbone", "weights", "seed", "split", "labels_per_class", "out", "resume",
+                   "progress", "verbose", "val_per_class", "test_fraction", "val_fraction", "block_deg", *api.DATA_KEYS,
+                   "use_bands")  # fmt: skip
+
+
+# -- the data, held in memory -------------------------------------------------------------------------------------
+class ArrayDataset(EODataset):
+    """Decoded (and optionally resized) samples of a data set, held in memory as their source dtype."""
+
+    format_name = "array"
+
+    def __init__(self, src: EODataset, indices: np.ndarray | None = None, size: int | None = None,
+                 labels: np.ndarray | None = None, classes: list[str] | None = None) -> None:  # fmt: skip
+        super().__init__("mask")
+        idx = np.arange(len(src)) if indices is None else np.asarray(indices)
+        first = src.read(int(idx[0]))
+        dtype = np.uint8 if np.nanmax(first) <= 255 and src.bands.keys[0].startswith("rgb") else np.float32
+        arrs = []
+        for i in idx:
+            x = torch.from_numpy(src.read(int(i)))
+            if size and x.shape[-1] != size:
+                x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True)[0]
+            arrs.append(x.numpy().round() if dtype == np.uint8 else x.numpy())
+        self.pixels = np.stack(arrs).astype(dtype)
+        self.bands, self.root = src.bands, src.root
+        self.source_format = src.format_name
+        self.classes = classes or list(src.classes)
+        self.labels = (labels if labels is not None else src.labels[idx]).astype(np.int64)
+        self.locations = [src.locations[int(i)] for i in idx]
+        self.sources = [src.sources[int(i)] for i in idx]
+        self.groups = getattr(src, "groups", None)
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups)[idx]
+
+    def read(self, index: int) -> np.ndarray:
+        return self.pixels[index].astype(np.float32)
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "source_format": self.source_format}
+
+
+# -- intervals and the labels-needed ratio ---------------------------------------------------------------------------
+def interval95(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and the 95 % Student-t interval (low, high) of ``values``; NaN bounds for fewer than two values."""
+    mean, half = mean_ci95(values)
+    return mean, mean - half, mean + half
+
+
+@dataclass
+class LabelsNeeded:
+    """How many labelled samples method A needs to reach method B's accuracy at B's largest label count."""
+
+    target: float  # B's mean accuracy at n_b
+    n_b: float
+    n_a: float | None  # None: A never reaches the target on its measured curve
+    ratio: float | None  # n_b / n_a: how many times fewer labels A needs (> 1: A is more label-efficient)
+    at_most: bool = False  # A's first point already reaches the target: n_a is an upper bound, the ratio a lower one
+
+
+def labels_needed(row_a: dict[float, float], row_b: dict[float, float]) -> LabelsNeeded:
+    """The labels-needed ratio between two summary rows (``{n_train: mean accuracy}`` each).
+
+    The target is B's accuracy at its largest ``n_train``; A's label count for it is interpolated
+    linearly in log(n) between A's last point below and first point at or above the target.
+    """
+    if not row_a or not row_b:
+        raise ConfigError("labels_needed: both rows need at least one (n_train, accuracy) point")
+    n_b = max(row_b)
+    target = row_b[n_b]
+    pts = sorted(row_a.items())
+    for i, (n, acc) in enumerate(pts):
+        if acc >= target:
+            if i == 0:
+                return LabelsNeeded(target, n_b, float(n), n_b / n, at_most=True)
+            n0, a0 = pts[i - 1]
+            frac = (target - a0) / (acc - a0)
+            n_a = math.exp(math.log(n0) + frac * (math.log(n) - math.log(n0)))
+            return LabelsNeeded(target, n_b, n_a, n_b / n_a)
+    return LabelsNeeded(target, n_b, None, None)
+
+
+# -- the configuration ------------------------------------------------------------------------------------------------
+@dataclass
+class StrategySpec:
+    """One strategy row of the grid: its row name (``label``), registered ``name`` and parameters."""
+
+    label: str
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSpec:
+    """One backbone and its initial weights (None: from scratch)."""
+
+    backbone: str
+    weights: str | None = None
+    added: bool = False  # the from-scratch reference, added because the config did not name it
+
+    @property
+    def init(self) -> str:
+        return "scratch" if self.weights is None else self.weights
+
+
+@dataclass
+class Cell:
+    """One fit of the grid (or one reference row) and its identity in ``results.csv``."""
+
+    strategy: StrategySpec | None  # None: the band-statistics reference
+    model: ModelSpec | None
+    k: int | str
+    seed: int
+    key: str = ""
+
+
+def check_weights(spec: str) -> str | None:
+    """Why ``--weights spec`` cannot resolve (None when it can), without loading or downloading anything."""
+    from eotransfer.models.catalogue import find_local, local_catalogue
+    from eotransfer.models.weights import list_torchgeo_weights
+
+    if Path(spec).expanduser().exists() or spec.startswith("timm:") or spec == "imagenet":
+        return None
+    if "_Weights." in spec:
+        known = list_torchgeo_weights()
+        return None if spec in known else f"unknown TorchGeo weight '{spec}'" + did_you_mean(spec, known)
+    if find_local(spec) is not None:
+        return None
+    names = ["eotransfer:" + r["name"] for r in local_catalogue() if "name" in r]
+    return (f"unknown weights '{spec}': neither a file/folder, a TorchGeo weight, 'imagenet', 'timm:<model>' nor a "
+            "local catalogue name" + did_you_mean(spec, names))  # fmt: skip
+
+
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+@dataclass
+class BenchmarkConfig:
+    """A benchmark grid, as read from YAML (the keys are the field names)."""
+
+    data: str
+    strategies: list[StrategySpec]
+    models: list[ModelSpec]
+    labels_per_class: list[int | str]
+    seeds: list[int]
+    name: str = "benchmark"
+    data_options: dict[str, Any] = field(default_factory=dict)
+    size: int | None = None
+    in_memory: bool = True
+    split: dict[str, Any] = field(default_factory=lambda: {"kind": "stratified"})
+    fit: dict[str, Any] = field(default_factory=dict)
+    time_budget_s: float | None = None
+    source: str = "benchmark config"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BenchmarkConfig:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"benchmark config {p}: no such file")
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"benchmark config {p}: not valid YAML ({exc})") from None
+        base = p.parent
+        cfg = cls.from_dict(raw, source=str(p))
+        if not Path(cfg.data).is_absolute() and not Path(cfg.data).exists() and (base / cfg.data).exists():
+            cfg.data = str(base / cfg.data)
+        return cfg
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "benchmark config") -> BenchmarkConfig:
+        """Parse and check everything; every problem is collected and raised together in one ConfigError."""
+        from eotransfer.models.backbones import get_architecture
+        from eotransfer.strategies.base import get_strategy, make_params, validate_params
+
+        problems: list[str] = []
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping with the keys {', '.join(CONFIG_KEYS)}")
+        for k in raw:
+            if k not in CONFIG_KEYS:
+                problems.append(f"{k}: unknown key" + did_you_mean(str(k), CONFIG_KEYS))
+        data = str(raw.get("data") or "")
+        if not data:
+            problems.append("data: missing; give the data set path")
+        data_options = dict(raw.get("data_options") or {})
+        for k in data_options:
+            if k not in (*api.DATA_KEYS, "use_bands"):
+                problems.append(
+                    f"data_options.{k}: unknown data option" + did_you_mean(k, (*api.DATA_KEYS, "use_bands"))
+                )
+        split = raw.get("split") or {"kind": "stratified"}
+        split = {"kind": split} if isinstance(split, str) else dict(split)
+        split.setdefault("kind", "stratified")
+        for k in split:
+            if k not in SPLIT_OPTIONS:
+                problems.append(f"split.{k}: unknown split option" + did_you_mean(k, SPLIT_OPTIONS))
+        kinds = [s for s in SPLIT_KINDS if s != "k-per-class"]  # labels per class come from labels_per_class
+        if split["kind"] not in kinds:
+            problems.append(f"split.kind: unknown split '{split['kind']}'" + did_you_mean(str(split["kind"]), kinds))
+
+        fit_opts = dict(raw.get("fit") or {})
+        fit_fields = {f.name for f in dataclasses.fields(api.FitConfig)}
+        for k in fit_opts:
+            if k in GRID_FIT_FIELDS:
+                problems.append(
+                    f"fit.{k}: set by the grid (use data, data_options, split, models, labels_per_class, seeds)"
+                )
+        fit_common = {k: v for k, v in fit_opts.items() if k in fit_fields and k not in GRID_FIT_FIELDS}
+        try:
+            validate_params(api.FitConfig(**fit_common))
+        except (ConfigError, TypeError) as exc:
+            problems.append(f"fit: {exc}")
+        strategy_common = {k: v for k, v in fit_opts.items() if k not in fit_fields}
+
+        strategies: list[StrategySpec] = []
+        for i, s in enumerate(raw.get("strategies") or []):
+            s = {"name": s} if isinstance(s, str) else dict(s or {})
+            name, params = str(s.get("name", "")), dict(s.get("params") or {})
+            extra = set(s) - {"name", "label", "params"}
+            if extra:
+                problems.append(f"strategies[{i}]: unknown keys {', '.join(sorted(extra))} (use name, label, params)")
+            try:
+                scls = get_strategy(name)
+                make_params(scls, {**{k: v for k, v in strategy_common.items() if k in _param_names(scls)}, **params})
+                unused = [k for k in strategy_common if k not in _param_names(scls) and not _any_strategy_has(k)]
+                if unused:
+                    problems.append(f"fit.{unused[0]}: not an option of fit nor a parameter of any strategy")
+            except (ConfigError, TypeError) as exc:
+                problems.append(f"strategies[{i}].name/params: {exc}")
+            strategies.append(StrategySpec(str(s.get("label") or name), name, params))
+        if not strategies:
+            problems.append("strategies: give at least one (name + params)")
+        labels = [s.label for s in strategies]
+        for lab in sorted({x for x in labels if labels.count(x) > 1}):
+            problems.append(f"strategies: the row name '{lab}' appears twice; give each a distinct label")
+
+        models: list[ModelSpec] = []
+        for i, m in enumerate(raw.get("models") or []):
+            m = dict(m or {})
+            extra = set(m) - {"backbone", "weights"}
+            if extra:
+                problems.append(f"models[{i}]: unknown keys {', '.join(sorted(extra))} (use backbone, weights)")
+            backbone = str(m.get("backbone", ""))
+            try:
+                get_architecture(backbone)
+            except ConfigError as exc:
+                problems.append(f"models[{i}].backbone: {exc}")
+            w = m.get("weights")
+            w = None if w is None or str(w).lower() in ("none", "scratch") else str(w)
+            why = check_weights(w) if w else None
+            if why:
+                problems.append(f"models[{i}].weights: {why}")
+            models.append(ModelSpec(backbone, w))
+        if not models:
+            problems.append("models: give at least one backbone (weights: none for from scratch)")
+        for m in list(models):  # the from-scratch reference of every pre-trained model
+            if m.weights and not any(o.backbone == m.backbone and o.weights is None for o in models):
+                models.append(ModelSpec(m.backbone, None, added=True))
+
+        ks: list[int | str] = []
+        for v in raw.get("labels_per_class") or [ALL]:
+            if v == ALL or v == 0:
+                ks.append(ALL)
+            elif isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                ks.append(v)
+            else:
+                problems.append(f"labels_per_class: {v!r} is neither a positive integer nor 'all'")
+        seeds_raw = raw.get("seeds", 3)
+        seeds: list[int] = []
+        if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool) and seeds_raw > 0:
+            seeds = list(range(seeds_raw))
+        elif isinstance(seeds_raw, list) and seeds_raw and all(isinstance(s, int) and s >= 0 for s in seeds_raw):
+            seeds = list(seeds_raw)
+        else:
+            problems.append(f"seeds: {seeds_raw!r} must be a positive count or a list of non-negative integers")
+        size = raw.get("size")
+        if size is not None and (not isinstance(size, int) or size < 8):
+            problems.append(f"size: {size!r} must be an integer ≥ 8 (pixels) or left out")
+        budget = raw.get("time_budget_s")
+        if budget is not None and (not isinstance(budget, int | float) or budget <= 0):
+            problems.append(f"time_budget_s: {budget!r} must be a positive number of seconds or left out")
+        if data and not Path(data).exists():
+            problems.append(f"data: {data}: no such file or folder")
+        if problems:
+            raise ConfigError(f"{source}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems))
+        return cls(data, strategies, models, ks, seeds, str(raw.get("name") or Path(data).name), data_options, size,
+                   bool(raw.get("in_memory", True)), split, fit_opts, budget, source)  # fmt: skip
+
+    def settings(self) -> dict[str, Any]:
+        """What a cell's result depends on besides its strategy, model, k and seed."""
+        return {"data": self.data, "data_options": self.data_options, "size": self.size, "split": self.split,
+                "fit": self.fit}  # fmt: skip
+
+    def cells(self) -> list[Cell]:
+        """Seeds outermost (a time budget cuts seeds, not label counts); the reference row first in each (seed, k)."""
+        base = self.settings()
+        out = []
+        for seed in self.seeds:
+            for k in self.labels_per_class:
+                ref = Cell(None, None, k, seed)
+                ref.key = f"{REFERENCE}|{NO_MODEL}|{NO_MODEL}|k={k}|seed={seed}|{_short_hash(base)}"
+                out.append(ref)
+                for m in self.models:
+                    for s in self.strategies:
+                        c = Cell(s, m, k, seed)
+                        h = _short_hash({**base, "strategy": dataclasses.asdict(s), "model": [m.backbone, m.weights]})
+                        c.key = f"{s.label}|{m.backbone}|{m.init}|k={k}|seed={seed}|{h}"
+                        out.append(c)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "data": self.data, "data_options": self.data_options, "size": self.size,
+                "in_memory": self.in_memory, "split": self.split,
+                "strategies": [dataclasses.asdict(s) for s in self.strategies],
+                "models": [{"backbone": m.backbone, "weights": m.weights} for m in self.models if not m.added],
+                "added_scratch_references": [m.backbone for m in self.models if m.added],
+                "labels_per_class": self.labels_per_class, "seeds": self.seeds, "fit": self.fit,
+                "time_budget_s": self.time_budget_s}  # fmt: skip
+
+
+def _param_names(scls: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(scls.Params)}
+
+
+def _any_strategy_has(name: str) -> bool:
+    from eotransfer.strategies.base import STRATEGIES
+
+    STRATEGIES._load()
+    return any(name in _param_names(c) for c in STRATEGIES.values())
+
+
+# -- running cells --------------------------------------------------------------------------------------------------
+def reference_accuracy(ds: EODataset, split: Split, seed: int) -> dict[str, Any]:
+    """Band statistics + logistic regression on ``split`` (the first reference row): accuracy and metrics."""
+    from eotransfer.engine.metrics import classification_metrics
+
+    f_train = band_statistics_matrix(ds.checked_read, split.train)
+    f_test = band_statistics_matrix(ds.checked_read, split.test)
+    clf = fit_band_statistics_classifier(f_train, ds.labels[split.train], seed)
+    return classification_metrics(ds.labels[split.test], clf.predict(f_test), ds.classes)
+
+
+def fit_cell(ds: EODataset, split: Split, strategy: str, backbone: str, weights: str | None, seed: int,
+             options: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One ``api.fit`` on a fixed split; returns the test metrics (and ``seconds``)."""
+    t0 = time.perf_counter()
+    res = api.fit(ds, split_override=split, strategy=strategy, backbone=backbone, weights=weights, seed=seed,
+                  progress=False, verbose=False, **options)  # fmt: skip
+    return {**res.metrics["test"], "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def grid_split(ds: EODataset, base: Split, k: int | str, seed: int) -> Split:
+    """``base`` with ``k`` labelled training samples per class drawn with ``seed`` (``all``: ``base`` itself)."""
+    return base if k == ALL else restrict_to_k_per_class(base, ds.labels, int(k), seed, ds.classes)
+
+
+def base_split(ds: EODataset, split: dict[str, Any], seed: int) -> Split:
+    """The seed's split: one test side for every strategy, model and label count of that seed."""
+    opts = {k: v for k, v in split.items() if k not in ("kind", "seed")}
+    kind = split["kind"]
+    groups = getattr(ds, "events", None)
+    groups = getattr(ds, "groups", None) if groups is None else groups
+    lonlat = ds.lonlat() if kind in ("utm-zone", "lonlat-block") else None
+    return make_split(kind, ds.labels, lonlat, seed=int(split.get("seed", seed)), groups=groups, **opts)
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The finished rows of a ``results.csv`` (numbers parsed; a torn last line is left out)."""
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            if not r.get("finished"):
+                continue
+            row: dict[str, Any] = dict(r)
+            for c in ("n_train", "n_val", "n_test", "seed"):
+                row[c] = int(row[c])
+            for c in ("accuracy", "macro_f1", "seconds"):
+                row[c] = float(row[c]) if row[c] not in ("", None) else float("nan")
+            row["k"] = int(row["k"]) if str(row["k"]).isdigit() else row["k"]
+            rows.append(row)
+    return rows
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one row (header first when the file is new), flushed to disk before the next cell starts."""
+    new = not path.is_file() or path.stat().st_size == 0
+    if not new:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"  # a run killed mid-write: start a fresh line
+    with path.open("a", newline="") as f:
+        if not new and torn:
+            f.write("\n")
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def open_benchmark_data(cfg: BenchmarkConfig) -> EODataset:
+    ns = dataclasses.replace(api.FitConfig(), data=cfg.data)
+    for k, v in cfg.data_options.items():
+        setattr(ns, k, v)
+    ds = api.load_data(ns)
+    return ArrayDataset(ds, None, cfg.size) if cfg.in_memory or cfg.size else ds
+
+
+def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
+                  log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
+    """Run every cell of ``cfg`` not yet in ``out/results.csv``; then write the summary. Returns the grid's rows."""
+    from eotransfer.card import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / RESULTS_CSV
+    cells = cfg.cells()
+    done = {r["cell"] for r in read_results(results)}
+    todo = [c for c in cells if c.key not in done]
+    log(f"{cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already in {results}, {len(todo)} to run")
+    t0 = time.time()
+    ds: EODataset | None = None
+    meta_path = out / "benchmark.json"
+    splits: dict[int, Split] = {}
+    for n, cell in enumerate(todo, 1):
+        if cfg.time_budget_s is not None and time.time() - t0 > cfg.time_budget_s:
+            log(f"time budget of {cfg.time_budget_s:.0f} s reached: {len(todo) - n + 1} cells left; rerun to resume")
+            break
+        if ds is None:
+            ds = open_benchmark_data(cfg)
+            meta = {"config": cfg.to_dict(), "source": cfg.source, "classes": ds.classes, "n_samples": len(ds),
+                    "bands": ds.bands.keys, "torch": torch.__version__,
+                    "device": "cuda" if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"}  # fmt: skip
+            atomic_write_text(meta_path, json.dumps(meta, indent=1, default=str))
+            import yaml
+
+            atomic_write_text(
+                out / "benchmark.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+            )
+        if cell.seed not in splits:
+            splits[cell.seed] = base_split(ds, cfg.split, cell.seed)
+        try:
+            split = grid_split(ds, splits[cell.seed], cell.k, cell.seed)
+            if cell.strategy is None or cell.model is None:
+                t1 = time.perf_counter()
+                m = {**reference_accuracy(ds, split, cell.seed), "seconds": round(time.perf_counter() - t1, 2)}
+            else:
+                opts = {**cfg.fit, **cell.strategy.params}
+                m = fit_cell(ds, split, cell.strategy.name, cell.model.backbone, cell.model.weights, cell.seed, opts)
+        except EOTransferError as exc:
+            log(f"[cell {n}/{len(todo)}] {cell.key}: skipped ({exc})")
+            continue
+        row = {"cell": cell.key, "data": cfg.name, "split": cfg.split["kind"],
+               "strategy": cell.strategy.label if cell.strategy else REFERENCE,
+               "strategy_name": cell.strategy.name if cell.strategy else REFERENCE,
+               "backbone": cell.model.backbone if cell.model else NO_MODEL,
+               "weights": (cell.model.weights or "") if cell.model else "",
+               "init": cell.model.init if cell.model else NO_MODEL, "k": cell.k, "n_train": len(split.train),
+               "n_val": len(split.val), "n_test": len(split.test), "seed": cell.seed,
+               "accuracy": m["overall_accuracy"], "macro_f1": m["macro_f1"], "seconds": m["seconds"],
+               "confusion_matrix": json.dumps(m["confusion_matrix"]), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        append_row(results, row)
+        if progress:
+            log(f"[cell {n}/{len(todo)}] {row['strategy']} ({row['backbone']}, {row['init']}) k={cell.k} "
+                f"seed={cell.seed}: accuracy {row['accuracy']:.3f} ({m['seconds']:.1f} s; elapsed {time.time() - t0:.0f} s)")  # fmt: skip
+    keys = {c.key for c in cells}
+    rows = [r for r in read_results(results) if r["cell"] in keys]
+    if rows:
+        write_summary(rows, out)
+    return rows
+
+
+# -- summaries --------------------------------------------------------------------------------------------------------
+Method = tuple[str, str, str]  # (strategy row name, backbone, init)
+
+
+def method_of(row: dict[str, Any]) -> Method:
+    return (str(row["strategy"]), str(row.get("backbone", NO_MODEL)), str(row["init"]))
+
+
+def method_label(m: Method) -> str:
+    strategy, backbone, init = m
+    if init == NO_MODEL:
+        return strategy
+    return f"{strategy} ({backbone}, {init})" if backbone else f"{strategy} ({init})"
+
+
+def summarise_rows(rows: Iterable[dict[str, Any]], value: str = "accuracy") -> list[dict[str, Any]]:
+    """One record per (data, method, k): n seeds, mean, 95 % interval, mean training-set size."""
+    groups: dict[tuple[str, Method, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["data"]), method_of(r), r["k"]), []).append(r)
+    out = []
+    for (data, m, k), rs in groups.items():
+        vals = [float(r[value]) for r in rs]
+        mean, lo, hi = interval95(vals)
+        out.append({"data": data, "strategy": m[0], "backbone": m[1], "init": m[2], "method": method_label(m), "k": k,
+                    "n_train": float(np.mean([r["n_train"] for r in rs])), "n": len(vals), "mean": mean, "ci_low": lo,
+                    "ci_high": hi})  # fmt: skip
+    return out
+
+
+def curves(summary: list[dict[str, Any]], data: str) -> dict[Method, dict[float, float]]:
+    """``{method: {n_train: mean}}`` of one data set's summary."""
+    out: dict[Method, dict[float, float]] = {}
+    for s in summary:
+        if s["data"] == data:
+            out.setdefault((s["strategy"], s["backbone"], s["init"]), {})[s["n_train"]] = s["mean"]
+    return out
+
+
+def labels_needed_line(a: Method, row_a: dict[float, float], b: Method, row_b: dict[float, float], what: str) -> str:
+    """One sentence: how many labels method ``a`` needs to reach ``b``'s accuracy with ``b``'s most labels."""
+    r = labels_needed(row_a, row_b)
+    head = f"labels needed, {method_label(a)} vs. {what}{method_label(b)} ({r.target:.3f} at n={r.n_b:.0f})"
+    if r.ratio is None or r.n_a is None:
+        return f"{head}: never reached on the measured curve"
+    bound = "at most " if r.at_most else ""
+    return f"{head}: {bound}{r.n_a:.0f} labels, {'≥ ' if r.at_most else ''}{r.ratio:.1f}× fewer"
+
+
+def labels_needed_lines(summary: list[dict[str, Any]], data: str) -> list[str]:
+    """For every pre-trained method: labels needed against the best from-scratch method with the most labels,
+    and against the band-statistics reference with its most labels."""
+    cv = curves(summary, data)
+    scratch = {m: c for m, c in cv.items() if m[2] == "scratch"}
+    references = {m: c for m, c in cv.items() if m[2] == NO_MODEL}
+    lines = []
+    for m, c in cv.items():
+        if m[2] in ("scratch", NO_MODEL):
+            continue
+        same = {s: sc for s, sc in scratch.items() if s[1] == m[1]} or scratch
+        if same:
+            best = max(same, key=lambda s: same[s][max(same[s])])
+            lines.append(labels_needed_line(m, c, best, same[best], "best scratch "))
+        for ref, rc in references.items():
+            lines.append(labels_needed_line(m, c, ref, rc, "reference "))
+    return lines
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    """Markdown tables (mean ± 95 % CI over seeds, n seeds) per data set, and the labels-needed lines."""
+    summary = summarise_rows(rows)
+    lines: list[str] = []
+    for data in dict.fromkeys(str(r["data"]) for r in rows):
+        sub = [s for s in summary if s["data"] == data]
+        ks = list(dict.fromkeys(r["k"] for r in rows if r["data"] == data))
+        lines += [
+            f"### {data}",
+            "",
+            "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
+            "|---|" + "---|" * len(ks),
+        ]
+        for m in dict.fromkeys(method_of(r) for r in rows if r["data"] == data):
+            cells = []
+            for k in ks:
+                s = next((s for s in sub if (s["strategy"], s["backbone"], s["init"]) == m and s["k"] == k), None)
+                half = (s["ci_high"] - s["mean"]) if s else float("nan")
+                cells.append("—" if s is None else f"{s['mean']:.3f} ± {half:.3f} (n={s['n']})")
+            lines.append(f"| {method_label(m)} | " + " | ".join(cells) + " |")
+        lines += ["", *labels_needed_lines(summary, data), ""]
+    return "\n".join(lines)
+
+
+def plot_label_efficiency(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Mean accuracy against labelled training samples (log x) with 95 % interval bands, one curve per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise_rows(rows)
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
+    for m in dict.fromkeys(method_of(r) for r in rows):
+        pts = sorted((s["n_train"], s["mean"], s["ci_low"], s["ci_high"]) for s in summary
+                     if (s["strategy"], s["backbone"], s["init"]) == m)  # fmt: skip
+        xs, mu, lo, hi = (np.array(v, dtype=np.float64) for v in zip(*pts, strict=True))
+        style: dict[str, Any] = {"ls": "--", "color": "0.3"} if m[2] == NO_MODEL else {}
+        line = ax.plot(xs, mu, marker="o", ms=4, label=method_label(m), **style)[0]
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if ok.any():
+            ax.fill_between(xs[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training samples (log scale)")
+    ax.set_ylabel("test overall accuracy")
+    ax.set_title(title or "label efficiency (mean, 95 % interval over seeds)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_summary(rows: list[dict[str, Any]], out: Path) -> str:
+    """``summary.csv`` (one record per method and k), ``summary.md``, per-data plots, ``results.parquet`` with pyarrow."""
+    from eotransfer.card import atomic_write_text
+
+    summary = summarise_rows(rows)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("data", "method", "strategy", "backbone", "init", "k", "n_train", "n", "mean", "ci_low", "ci_high"))
+    for s in summary:
+        w.writerow([s["data"], s["method"], s["strategy"], s["backbone"], s["init"], s["k"], f"{s['n_train']:.1f}",
+                    s["n"], f"{s['mean']:.4f}", f"{s['ci_low']:.4f}", f"{s['ci_high']:.4f}"])  # fmt: skip
+    atomic_write_text(out / "summary.csv", buf.getvalue())
+    text = summary_markdown(rows)
+    atomic_write_text(out / "summary.md", text)
+    for data in dict.fromkeys(str(r["data"]) for r in rows):
+        plot_label_efficiency([r for r in rows if r["data"] == data], out / f"label_efficiency_{data}.png", data)
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        pass
+    else:
+        tmp = out / f".results.parquet.{secrets.token_hex(4)}"
+        pq.write_table(pa.Table.from_pylist([{**r, "k": str(r["k"])} for r in rows]), tmp)
+        os.replace(tmp, out / "results.parquet")
+    return text
+
+
+# -- the legacy grid of benchmarks/pretrain_transfer.py and reuse_strategies.py ---------------------------------------
+#: the strategies a label-efficiency grid compares: row name → ``fit`` options (``strategy`` defaults to the name)
+CURVE_STRATEGIES: dict[str, dict[str, Any]] = {
+    "linear-probe": {"epochs": 60, "lr": 1e-2, "patience": 15, "augment": False},
+    "finetune": {"head_epochs": 20, "epochs": 15, "patience": 6},
+}
+
+
+def run_grid(name: str, ds: EODataset, base: Split, weights: str, ks: list[int], seeds: int, deadline: float,
+             out: Path, backbone: str, fit_opts: dict[str, Any],
+             strategies: dict[str, dict[str, Any]] = CURVE_STRATEGIES) -> None:  # fmt: skip
+    """Every (seed, k, init, strategy) fit on ``base``'s test side, appended to ``out/rows.jsonl`` per (seed, k).
+
+    ``k`` = 0 means all labels; ``init`` is ``scratch`` or ``pretrained`` (``weights``).  Seeds are
+    outermost, so a ``deadline`` (a ``time.time()`` value) cuts seeds, not label counts.
+    """
+    rows_path = out / "rows.jsonl"
+    for seed in range(seeds):
+        for k in ks:
+            if time.time() > deadline:
+                print(f"[{name}] deadline reached before seed {seed} k={k}", flush=True)
+                return
+            try:
+                split = grid_split(ds, base, k or ALL, seed)
+            except EOTransferError as exc:
+                print(f"[{name}] k={k}: {exc}", flush=True)
+                continue
+            n_train = len(split.train)
+            rows = [{"data": name, "k": k or ALL, "n_train": n_train, "seed": seed, "init": NO_MODEL,
+                     "strategy": REFERENCE, "accuracy": reference_accuracy(ds, split, seed)["overall_accuracy"],
+                     "seconds": 0.0}]  # fmt: skip
+            for init, w in (("scratch", None), ("pretrained", weights)):
+                for strategy, params in strategies.items():
+                    opts = {**params, **fit_opts}
+                    test = fit_cell(ds, split, opts.pop("strategy", strategy), backbone, w, seed, opts)
+                    rows.append({"data": name, "k": k or ALL, "n_train": n_train, "seed": seed, "init": init,
+                                 "strategy": strategy, "accuracy": test["overall_accuracy"],
+                                 "macro_f1": test.get("macro_f1"), "seconds": round(test["seconds"], 1)})  # fmt: skip
+            with rows_path.open("a") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+            print(f"[{name}] seed {seed} k={k or ALL} (n_train {n_train}): "
+                  + ", ".join(f"{r['init']}/{r['strategy']}={r['accuracy']:.3f}" for r in rows), flush=True)  # fmt: skip
+
+
+def summarise(out: Path) -> str:
+    """``results.md`` (mean ± 95 % CI over seeds, labels needed) and a plot per data set, from ``out/rows.jsonl``."""
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()]
+    for r in rows:
+        r.setdefault("backbone", "")
+    text = summary_markdown(rows)
+    (out / "results.md").write_text(text)
+    for data in dict.fromkeys(str(r["data"]) for r in rows):
+        plot_label_efficiency([r for r in rows if r["data"] == data], out / f"label_efficiency_{data}.png", data)
+    return text

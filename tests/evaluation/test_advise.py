@@ -1,0 +1,71 @@
+"""The strategy advisor: its rules on constructed scenarios, the inspection of a real folder, and --auto."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eotransfer.errors import ConfigError
+from eotransfer.evaluation.advise import AdviseConfig, TaskFacts, advise, inspect_task, recommend
+
+CLASSES = ["cropland", "forest", "water"]
+
+
+def facts(k: int = 10, weights: str | None = "eotransfer:w", coverage: float = 1.0, **kw: object) -> TaskFacts:
+    return TaskFacts(3 * k, CLASSES, dict.fromkeys(CLASSES, k), ["sentinel2-l1c:B04"], weights, coverage,
+                     seconds_per_epoch_estimate=1.0, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+
+def ranked(f: TaskFacts, **cfg: object) -> list[str]:
+    return [r.strategy for r in recommend(f, AdviseConfig(**cfg))]  # type: ignore[arg-type]
+
+
+def test_few_labels_prefer_frozen_features_many_labels_fine_tuning() -> None:
+    assert ranked(facts(k=5))[0] == "feature-extraction"
+    assert ranked(facts(k=200))[0] == "finetune"
+    assert ranked(facts(k=200), budget_minutes=0.1)[0] == "feature-extraction"  # 30 epochs do not fit in 6 s
+
+
+def test_weights_that_miss_the_bands_are_not_proposed() -> None:
+    recs = recommend(facts(k=100, coverage=0.25), AdviseConfig())
+    assert [r.strategy for r in recs] == ["finetune"] and recs[0].options == {"weights": None}
+    assert "fill only 25%" in recs[0].reason and "eotransfer pretrain" in recs[0].reason
+
+
+def test_unseen_classes_new_classes_shift_robustness_and_size_limits() -> None:
+    assert ranked(facts(unseen_classes=["wetland"]))[0] == "zero-shot"
+    assert ranked(facts(), new_classes_at_prediction=True)[0] == "protonet"
+    shifted = ranked(facts(target_pad=1.6), target="t")
+    assert shifted[0] == "coral" and "dann" in shifted
+    assert "coral" not in ranked(facts(target_pad=0.3), target="t")  # no shift worth adapting to
+    assert ranked(facts(), robust=True)[0] == "adversarial"
+    assert ranked(facts(), max_params_m=1.0)[0] == "distill"  # resnet10t has ~5 M parameters
+    assert "distill" not in ranked(facts(), max_params_m=50.0)
+
+
+def test_inspect_the_fixture_and_its_shifted_copy(eurosat_like: Path) -> None:
+    f, ds = inspect_task(AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", target=str(eurosat_like),
+                                      target_bands="eurosat-ms"))  # fmt: skip
+    assert f.n_samples == len(ds) and f.classes == CLASSES
+    assert f.labels_per_class == ds.class_counts()
+    assert f.weights == "eotransfer:eurosat-s2-resnet10t-moco" and f.band_coverage == 1.0
+    assert f.target_pad is not None and f.target_pad < 0.5  # the same images: no domain gap
+
+
+def test_auto_measures_candidates_and_keeps_the_best(eurosat_like: Path, tmp_path: Path) -> None:
+    out = tmp_path / "best"
+    res = advise(eurosat_like, bands="eurosat-ms", auto=True, top=2, folds=2, out=str(out), verbose=False)
+    measured = [r for r in res["ranking"] if r.cv_accuracy is not None]
+    assert len(measured) == 2
+    assert res["best"].cv_accuracy == max(r.cv_accuracy for r in measured)
+    assert 0.0 <= res["reference_cv"][0] <= 1.0
+    assert res["beats_reference"] == (res["best"].cv_accuracy > res["reference_cv"][0])
+    assert (out / "card.json").exists() and (out / "weights.safetensors").exists()
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ConfigError, match="--budget-minutes: 0.0 is below the minimum"):
+        advise("x", budget_minutes=0.0)
+    with pytest.raises(ConfigError, match="advise: give the labelled data set"):
+        advise("")

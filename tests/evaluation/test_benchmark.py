@@ -1,0 +1,209 @@
+"""The benchmark grid: intervals, the labels-needed ratio, config validation, resuming, the legacy summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from eotransfer import api
+from eotransfer.cli import main as cli_main
+from eotransfer.errors import ConfigError
+from eotransfer.evaluation import benchmark as bm
+
+# t quantiles by hand (tables of Student's t, two-sided 95 %): df=4 → 2.776445, df=1 → 12.706205
+T_975_DF4 = 2.7764451051977987
+T_975_DF1 = 12.706204736174698
+
+
+def test_interval95_on_known_samples() -> None:
+    mean, lo, hi = bm.interval95([1.0, 2.0, 3.0, 4.0, 5.0])
+    # sd = sqrt(2.5), se = sqrt(2.5 / 5) = sqrt(0.5)
+    half = T_975_DF4 * math.sqrt(0.5)
+    assert mean == pytest.approx(3.0)
+    assert (lo, hi) == pytest.approx((3.0 - half, 3.0 + half))
+    assert half == pytest.approx(1.963243, abs=1e-6)
+    assert (lo, hi) == pytest.approx(stats.t.interval(0.95, 4, loc=3.0, scale=stats.sem([1, 2, 3, 4, 5])))
+    mean, lo, hi = bm.interval95([0.5, 0.7])  # sd = 0.1414, se = 0.1
+    assert mean == pytest.approx(0.6)
+    assert hi - mean == pytest.approx(T_975_DF1 * 0.1)
+    mean, lo, hi = bm.interval95([0.8])
+    assert mean == 0.8 and math.isnan(lo) and math.isnan(hi)
+
+
+def test_labels_needed_interpolates_in_log_labels() -> None:
+    # B reaches 0.7 with 1000 labels; A goes 0.6 → 0.8 between 10 and 100: 0.7 is half-way in log10 → 10^1.5
+    r = bm.labels_needed({10: 0.6, 100: 0.8}, {100: 0.5, 1000: 0.7})
+    assert r.target == pytest.approx(0.7) and r.n_b == 1000
+    assert r.n_a == pytest.approx(10**1.5)
+    assert r.ratio == pytest.approx(1000 / 10**1.5)
+    assert not r.at_most
+    never = bm.labels_needed({10: 0.5, 100: 0.6}, {1000: 0.7})
+    assert never.n_a is None and never.ratio is None
+    first = bm.labels_needed({10: 0.9, 100: 0.95}, {1000: 0.7})
+    assert first.at_most and first.ratio == pytest.approx(100.0)
+
+
+def _config(eurosat_like: Path, **over: Any) -> dict[str, Any]:
+    cfg = {
+        "name": "tiny",
+        "data": str(eurosat_like),
+        "data_options": {"bands": "eurosat-ms"},
+        "split": {"kind": "stratified", "test_fraction": 0.3, "val_fraction": 0.1},
+        "strategies": [{"name": "linear-probe", "params": {"epochs": 1, "augment": False}}],
+        "models": [{"backbone": "resnet10t", "weights": "eotransfer:eurosat-s2-resnet10t-moco"}],
+        "labels_per_class": [2, "all"],
+        "seeds": 2,
+        "fit": {"batch_size": 16},
+    }
+    cfg.update(over)
+    return cfg
+
+
+class CountingFit:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.real = api.fit
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.real(*args, **kwargs)
+
+
+def test_all_config_errors_reported_before_any_run(
+    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = CountingFit()
+    monkeypatch.setattr(api, "fit", counter)
+    bad = _config(
+        eurosat_like,
+        strategies=[{"name": "linear-prob"}, {"name": "finetune", "params": {"head_epoch": 1}}],
+        models=[{"backbone": "resnet10x"}, {"backbone": "resnet10t", "weights": "eotransfer:no-such-weights"}],
+        split={"kind": "lonlat-blocks"},
+        labels_per_class=[0.5, "all"],
+        seed=3,
+    )
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError) as err:
+        bm.BenchmarkConfig.from_yaml(path)
+    msg = str(err.value)
+    assert str(path) in msg and "nothing was run" in msg
+    for expected in (
+        "strategies[0].name/params: --strategy: unknown strategy 'linear-prob'; did you mean 'linear-probe'?",
+        "strategies[1].name/params: 'head_epoch' is not a parameter of strategy 'finetune'",
+        "models[0].backbone: --backbone: unknown backbone 'resnet10x'",
+        "models[1].weights: unknown weights 'eotransfer:no-such-weights'",
+        "split.kind: unknown split 'lonlat-blocks'; did you mean 'lonlat-block'?",
+        "labels_per_class: 0.5 is neither",
+        "seed: unknown key; did you mean 'seeds'?",
+    ):
+        assert expected in msg
+    assert "7 problem(s)" in msg
+    # the CLI prints the same message without a traceback and exits non-zero, before any fit
+    with pytest.raises(SystemExit) as code:
+        cli_main(["benchmark", str(path), "--out", str(tmp_path / "out")])
+    assert code.value.code == 2
+    assert counter.calls == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_adds_references_and_resume_skips_finished_cells(
+    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = bm.BenchmarkConfig.from_dict(_config(eurosat_like))
+    assert [(m.backbone, m.init, m.added) for m in cfg.models] == [
+        ("resnet10t", "eotransfer:eurosat-s2-resnet10t-moco", False),
+        ("resnet10t", "scratch", True),
+    ]
+    counter = CountingFit()
+    monkeypatch.setattr(api, "fit", counter)
+    out = tmp_path / "grid"
+    logs: list[str] = []
+    rows = bm.run_benchmark(cfg, out, log=logs.append)
+    # 2 seeds × 2 label counts × (reference + 2 models × 1 strategy)
+    assert len(rows) == 12 and counter.calls == 8
+    assert any(line.startswith("[cell 12/12]") and "elapsed" in line for line in logs)
+    table = bm.read_results(out / "results.csv")
+    assert {r["init"] for r in table} == {"—", "scratch", "eotransfer:eurosat-s2-resnet10t-moco"}
+    assert {r["strategy"] for r in table} == {bm.REFERENCE, "linear-probe"}
+    for seed in (0, 1):  # one test side per seed, shared by every cell of that seed
+        assert len({r["n_test"] for r in table if r["seed"] == seed}) == 1
+    assert {r["n_train"] for r in table if r["k"] == 2} == {6}  # 2 per class × 3 classes
+
+    # resume: nothing left to do, fit is not called again and the table is unchanged
+    before = (out / "results.csv").read_text()
+    bm.run_benchmark(cfg, out, log=logs.append)
+    assert counter.calls == 8
+    assert (out / "results.csv").read_text() == before
+    assert "12 already in" in logs[-1] or any("12 already in" in x for x in logs)
+
+    # a run stopped mid-cell leaves a torn last line: that cell, and only it, runs again
+    lines = before.splitlines()
+    torn = "\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 3]
+    (out / "results.csv").write_text(torn)
+    rows = bm.run_benchmark(cfg, out, log=logs.append)
+    assert counter.calls == 9 and len(rows) == 12
+
+    # the summary is mean ± t-interval of the table's rows
+    with (out / "summary.csv").open(newline="") as f:
+        summary = list(csv.DictReader(f))
+    acc = [r["accuracy"] for r in rows if r["strategy"] == "linear-probe" and r["init"] == "scratch" and r["k"] == 2]
+    mean, lo, hi = bm.interval95(acc)
+    rec = next(s for s in summary if (s["strategy"], s["init"], s["k"]) == ("linear-probe", "scratch", "2"))
+    assert float(rec["mean"]) == pytest.approx(mean, abs=1e-4) and int(rec["n"]) == 2
+    assert float(rec["ci_low"]) == pytest.approx(lo, abs=1e-4) and float(rec["ci_high"]) == pytest.approx(hi, abs=1e-4)
+    assert (out / "label_efficiency_tiny.png").is_file()
+    md = (out / "summary.md").read_text()
+    assert "band-stats+LR" in md and "labels needed, linear-probe (resnet10t, eotransfer:" in md
+
+
+def test_changed_strategy_params_are_new_cells(eurosat_like: Path) -> None:
+    a = bm.BenchmarkConfig.from_dict(_config(eurosat_like)).cells()
+    b = bm.BenchmarkConfig.from_dict(
+        _config(eurosat_like, strategies=[{"name": "linear-probe", "params": {"epochs": 2, "augment": False}}])
+    ).cells()
+    ref_a = {c.key for c in a if c.strategy is None}
+    ref_b = {c.key for c in b if c.strategy is None}
+    assert ref_a == ref_b  # the reference rows do not depend on the strategies
+    assert not ({c.key for c in a if c.strategy} & {c.key for c in b if c.strategy})
+
+
+def test_legacy_summary_from_rows_jsonl(tmp_path: Path) -> None:
+    rows = []
+    for seed, (ref, scratch, pre_k1, pre_all) in enumerate([(0.5, 0.6, 0.55, 0.8), (0.7, 0.8, 0.75, 0.9)]):
+        rows += [
+            {"data": "d", "k": 1, "n_train": 10, "seed": seed, "init": "—", "strategy": "band-stats+LR", "accuracy": ref},
+            {"data": "d", "k": 1, "n_train": 10, "seed": seed, "init": "scratch", "strategy": "lp", "accuracy": 0.3},
+            {"data": "d", "k": 1, "n_train": 10, "seed": seed, "init": "pretrained", "strategy": "lp", "accuracy": pre_k1},
+            {"data": "d", "k": "all", "n_train": 100, "seed": seed, "init": "scratch", "strategy": "lp", "accuracy": scratch},
+            {"data": "d", "k": "all", "n_train": 100, "seed": seed, "init": "pretrained", "strategy": "lp", "accuracy": pre_all},
+        ]  # fmt: skip
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    text = bm.summarise(tmp_path)
+    half = T_975_DF1 * 0.1  # two seeds 0.1 apart: se = 0.1
+    assert f"| band-stats+LR | {0.6:.3f} ± {half:.3f} (n=2) | — |" in text
+    assert f"| lp (pretrained) | {0.65:.3f} ± {half:.3f} (n=2) | {0.85:.3f} ± {T_975_DF1 * 0.05:.3f} (n=2) |" in text
+    # best scratch with all labels: 0.7 at 100; pretrained: 0.65 at 10 → 0.85 at 100, crosses 0.7 at 10^(1+0.25)
+    assert f"{10**1.25:.0f} labels, {100 / 10**1.25:.1f}× fewer" in text
+    assert (tmp_path / "results.md").read_text() == text
+    assert (tmp_path / "label_efficiency_d.png").is_file()
+
+
+def test_summary_rows_group_by_method_and_k() -> None:
+    rows = [
+        {"data": "d", "strategy": "s", "backbone": "b", "init": "scratch", "k": 5, "n_train": 15, "accuracy": a}
+        for a in (0.2, 0.4, 0.6)
+    ]
+    (s,) = bm.summarise_rows(rows)
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.4)
+    assert s["ci_high"] - s["mean"] == pytest.approx(
+        stats.t.ppf(0.975, 2) * np.std([0.2, 0.4, 0.6], ddof=1) / np.sqrt(3)
+    )
