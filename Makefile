@@ -12,7 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
-	if [ "$$(id -u)" = 0 ]; then command -v chromium >/dev/null || (apt-get install -y -q chromium || echo "warning: chromium not installed; report rendering test will be skipped"); fi
+	# headless Chromium renders the HTML reports in the tests (Debian's package; skipped with a warning if unavailable)
+	if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+		|| echo "warning: chromium not installed; the report rendering test will be skipped"; fi
 	touch $(STAMP)
 
 install: $(STAMP)
