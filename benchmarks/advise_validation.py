@@ -1,0 +1,119 @@
+"""Is the advisor's first choice within 2 points of the best strategy a benchmark measured?
+
+For each benchmark table given (``rows.jsonl`` of ``reuse_strategies.py``/``pretrain_transfer.py`` or
+``results.csv`` of ``eotransfer benchmark``) and each labels-per-class setting in it, the advisor is asked
+for its first choice on that data set with that many labels per class (its rules, without ``--auto``),
+and the choice is looked up among the table's pre-trained rows.  Reported: the advisor's pick and its
+mean accuracy, the best strategy's, and the gap.  Reference rows (band statistics + logistic
+regression, training from scratch) are shown but are not strategies the advisor can pick.
+
+    python benchmarks/advise_validation.py --data ../shared/data/eurosat-ms --bands eurosat-ms \
+        --table benchmarks/results/reuse_eurosat_h100/rows.jsonl --out benchmarks/results/advise_validation
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from eotransfer.evaluation.advise import AdviseConfig, inspect_task, recommend  # noqa: E402
+
+
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """Rows with ``k``, ``init``, ``strategy`` (classifier folded in, e.g. feature-extraction:logreg), ``accuracy``."""
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    with path.open() as f:
+        for r in csv.DictReader(f):
+            name = r["strategy"]
+            if r["strategy_name"] == "feature-extraction" and ":" not in name:
+                name = "feature-extraction:logreg"
+            init = "pretrained" if r["weights"] else r["init"]  # a pre-trained cell's init names its weights
+            rows.append({"k": r["k"] if r["k"] == "all" else int(r["k"]), "init": init,
+                         "strategy": name, "accuracy": float(r["accuracy"]), "n_train": int(r["n_train"])})  # fmt: skip
+    return rows
+
+
+def advisor_name(rec: Any) -> str:
+    if rec.strategy == "feature-extraction":
+        return f"feature-extraction:{rec.options.get('classifier', 'logreg')}"
+    return str(rec.strategy)
+
+
+def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    cfg = AdviseConfig(data=data, bands=bands, verbose=False)
+    facts, ds = inspect_task(cfg)
+    rows = read_table(table)
+    by: dict[tuple[Any, str, str], list[float]] = defaultdict(list)
+    n_train: dict[Any, int] = {}
+    for r in rows:
+        by[(r["k"], r["init"], r["strategy"])].append(float(r["accuracy"]))
+        n_train[r["k"]] = int(r.get("n_train", 0))
+    out = []
+    for k in sorted({key[0] for key in by}, key=lambda v: (isinstance(v, str), v)):
+        per_class = int(k) if k != "all" else max(1, n_train.get(k, 0) // max(len(ds.classes), 1))
+        f = facts.__class__(**{**facts.__dict__, "labels_per_class": dict.fromkeys(facts.classes, per_class)})
+        pick = advisor_name(recommend(f, cfg)[0])
+        means = {(i, s): float(np.mean(v)) for (kk, i, s), v in by.items() if kk == k}
+        strategies = {s: m for (i, s), m in means.items() if i == "pretrained"}
+        if not strategies:
+            continue
+        best = max(strategies, key=lambda s: strategies[s])
+        got = strategies.get(pick)
+        out.append({
+            "k": k, "labels_per_class": per_class, "advisor": pick, "advisor_accuracy": got,
+            "best": best, "best_accuracy": strategies[best],
+            "gap_points": None if got is None else round(100 * (strategies[best] - got), 1),
+            "band_stats": means.get(("—", "band-stats+LR")),
+            "scratch_best": max((m for (i, _), m in means.items() if i == "scratch"), default=None),
+        })  # fmt: skip
+    return out, {"data": data, "table": str(table), "n_samples": facts.n_samples}
+
+
+def markdown(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> str:
+    lines = ["# Advisor vs. benchmark: is the first choice within 2 points of the best strategy?", ""]
+    for rows, meta in results:
+        lines += [f"**{meta['data']}** — table `{meta['table']}`", "",
+                  "| labels/class | advisor's first choice | its accuracy | best strategy | best | gap (points) | within 2 | "
+                  "band stats + LR | best from scratch |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in rows:
+            acc = "not in the table" if r["advisor_accuracy"] is None else f"{r['advisor_accuracy']:.3f}"
+            ok = "—" if r["gap_points"] is None else ("yes" if r["gap_points"] <= 2 else "**no**")
+            bs = "—" if r["band_stats"] is None else f"{r['band_stats']:.3f}"
+            sc = "—" if r["scratch_best"] is None else f"{r['scratch_best']:.3f}"
+            lines.append(f"| {r['k']} | {r['advisor']} | {acc} | {r['best']} | {r['best_accuracy']:.3f} | "
+                         f"{'—' if r['gap_points'] is None else r['gap_points']} | {ok} | {bs} | {sc} |")  # fmt: skip
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", action="append", required=True, help="data set (repeat, one per --table)")
+    ap.add_argument("--bands", action="append", default=None, help="its bands (repeat; 'none' to infer)")
+    ap.add_argument("--table", action="append", type=Path, required=True, help="benchmark table (repeat)")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    bands = args.bands or ["none"] * len(args.data)
+    results = [validate(d, None if b == "none" else b, t) for d, b, t in zip(args.data, bands, args.table, strict=True)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = markdown(results)
+    (args.out / "results.md").write_text(text)
+    (args.out / "results.json").write_text(json.dumps([{"meta": m, "rows": r} for r, m in results], indent=1))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
