@@ -235,6 +235,7 @@ class Engine:
                     x, y = x.to(fabric.device, non_blocking=True), y.to(fabric.device, non_blocking=True)
                     if len(y) < 2 and any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
                         continue  # BatchNorm cannot train on a single sample
+                    strategy.batch_indices = batch.get("index")
                     with fabric.autocast():
                         loss = strategy.training_loss(model, x, y, gen)
                     losses.append(self._step(loss, optimizer))

@@ -102,6 +102,10 @@ class Strategy:
     def phases(self, model: nn.Module) -> list[Phase]:
         raise NotImplementedError
 
+    #: the data set indices of the batch :meth:`training_loss` is called with (set by the engine just
+    #: before), for strategies whose targets live beside the images (``multitask``'s label tables)
+    batch_indices: torch.Tensor | None = None
+
     #: True for a classical strategy: no network trains; ``fit`` computes the frozen backbone's
     #: features and calls :meth:`fit_classifier`, then scores with :meth:`predict_proba` and saves
     #: :meth:`model_files` in the model directory (see ``feature_extraction.py``)

@@ -20,9 +20,8 @@ then end to end.  The heads are ``model.aux_tasks`` while training, so best-epoc
 checkpoints hold them; :meth:`Multitask.after_fit` scores them, records their metrics and takes them
 off, leaving a plain classifier that ``predict`` loads; ``tasks.safetensors``/``tasks.json`` keep them.
 
-The engine hands ``training_loss`` images and class labels, not sample indices: a batch's samples
-are found again in the ``--task-labels`` table by per-band sums of values and squares, which flips and
-90° rotations leave unchanged (a sample without a unique match is treated as unlabelled).
+A batch's ``--task-labels`` targets are looked up by the data set indices the engine hands over
+(:attr:`~eotransfer.strategies.base.Strategy.batch_indices`).
 """
 
 from __future__ import annotations
@@ -120,13 +119,6 @@ def index_params(index: str, bands: Any) -> dict[str, Any]:
     return out
 
 
-def fingerprints(images: torch.Tensor) -> torch.Tensor:
-    """Per-band sums of valid values and of their squares (N×2C, float64): unchanged by flips and rotations."""
-    x = images.double()
-    x = torch.where(torch.isfinite(x), x, 0.0)
-    return torch.cat([x.sum((-2, -1)), (x * x).sum((-2, -1))], dim=1)
-
-
 def task_metrics(task: Task, pred: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
     """RMSE/R² (regression, original units), accuracy/macro-F1 (classification), per-label F1 (multi-label)."""
     keep = present_labels(task.kind, target)
@@ -177,8 +169,6 @@ class Multitask(Strategy):
         except ValueError as e:
             raise ConfigError(f"--task-weights: {e}; give numbers, e.g. label=1,ndvi=0.5") from None
         self.targets: dict[str, np.ndarray] = {}  # --task-labels targets by sample index
-        self.table: torch.Tensor | None = None  # fingerprints of the training samples
-        self.table_index = np.zeros(0, dtype=np.int64)
         self.index_args: dict[str, dict[str, Any]] = {}
         self.saved: dict[str, Any] = {}
 
@@ -246,16 +236,12 @@ class Multitask(Strategy):
         self.index_args = {t.name: index_params(t.index, dataset.bands) for t in self.tasks if t.index}
         self._file_targets(dataset)
         train = np.asarray(split.train)
-        prints: list[torch.Tensor] = []
         computed: dict[str, list[torch.Tensor]] = {t.name: [] for t in self.tasks if t.index}
         for s in range(0, len(train), 256):  # a chunk at a time: the training split may not fit in memory
             x = torch.stack([dataset[int(i)]["image"] for i in train[s : s + 256]])
-            prints.append(fingerprints(x))
             for name, ys in computed.items():
                 t = next(t for t in self.tasks if t.name == name)
                 ys.append(index_targets(x, t.index, self.index_args[name]))
-        if any(not t.index for t in self.tasks):
-            self.table, self.table_index = torch.cat(prints), train
         for t in self.tasks:
             y = torch.cat(computed[t.name]).numpy() if t.index else self.targets[t.name][train]
             has = np.isfinite(y) if t.kind != "classification" else y >= 0
@@ -284,20 +270,14 @@ class Multitask(Strategy):
         return [*phases, Phase("end-to-end", p.epochs, groups, augment=p.augment)]
 
     def task_targets(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Each task's targets for a batch (regression standardised); ``indices`` default to a fingerprint lookup."""
-        if indices is None and self.table is not None:
-            scale = self.table.abs().amax(0).clamp_min(1e-12)
-            dist = torch.cdist(fingerprints(images).cpu() / scale, self.table / scale)  # batch × training samples
-            two = dist.topk(min(2, dist.shape[1]), dim=1, largest=False).values
-            best, j = dist.min(1)
-            unique = (best < 1e-6) & ((two[:, -1] > 1e-6) | (dist.shape[1] == 1))
-            indices = torch.where(unique, torch.as_tensor(self.table_index)[j], -1)
+        """Each task's targets for a batch (regression standardised); ``indices``: the samples' data set indices."""
         out = []
         for t in self.tasks:
             if t.index:
                 y = index_targets(images, t.index, self.index_args[t.name]).float()
             else:
-                assert indices is not None
+                if indices is None:
+                    raise RuntimeError(f"multitask: task '{t.name}' needs the batch's sample indices (the engine sets them)")
                 arr = torch.as_tensor(self.targets[t.name])
                 y = arr[indices.clamp_min(0)].clone()
                 y[indices < 0] = -1 if t.kind == "classification" else torch.nan
@@ -310,7 +290,7 @@ class Multitask(Strategy):
     ) -> torch.Tensor:
         aux = self.attach(model)
         logits, features = logits_and_features(model, images)
-        targets = self.task_targets(images)
+        targets = self.task_targets(images, self.batch_indices)
         losses: list[torch.Tensor | None] = [self.loss(model, logits, labels)]
         losses += [masked_task_loss(t.kind, aux.heads[t.name](features), y) for t, y in zip(self.tasks, targets, strict=True)]  # fmt: skip
         return aux.loss(losses)
