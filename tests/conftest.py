@@ -55,3 +55,14 @@ def bad(generated: Path) -> Path:
 def fixture_spec() -> ModuleType:
     """The fixture script itself, for its constants (classes, sizes, offsets)."""
     return make_fixtures
+
+
+@pytest.fixture(scope="session")
+def probe_model(eurosat_like: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved linear-probe model (resnet18, 2 epochs) on the fixture, shared by the tests that score saved models."""
+    import eotransfer
+
+    out = tmp_path_factory.mktemp("probe") / "model"
+    eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="linear-probe", backbone="resnet18", epochs=2,
+                   accelerator="cpu", progress=False, verbose=False, out=str(out))  # fmt: skip
+    return out

@@ -205,12 +205,9 @@ def test_robust_accuracy_on_the_trained_model(trained: tuple) -> None:
         robust_accuracy(model, lambda i: arr[i], [0], y.numpy()[:1], small, "cw")
 
 
-@pytest.fixture(scope="module")
-def saved(eurosat_like: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("attack") / "model"
-    eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="linear-probe", backbone="resnet18", epochs=2,
-                   accelerator="cpu", progress=False, verbose=False, out=str(out))  # fmt: skip
-    return out
+@pytest.fixture
+def saved(probe_model: Path) -> Path:
+    return probe_model
 
 
 def test_evaluate_with_attack_reports_robust_accuracy(saved: Path, eurosat_like: Path) -> None:

@@ -46,12 +46,9 @@ def test_pad_refuses_too_few_samples_or_other_widths() -> None:
         proxy_a_distance(np.zeros((4, 3)), np.ones((4, 2)))
 
 
-@pytest.fixture(scope="module")
-def saved_model(eurosat_like: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("domain") / "probe"
-    eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="linear-probe", backbone="resnet10t", epochs=1,
-                   accelerator="cpu", progress=False, verbose=False, out=str(out))  # fmt: skip
-    return out
+@pytest.fixture
+def saved_model(probe_model: Path) -> Path:
+    return probe_model
 
 
 def test_domain_shift_report_rows_and_markdown(saved_model: Path, eurosat_like: Path, tmp_path: Path) -> None:
@@ -61,11 +58,11 @@ def test_domain_shift_report_rows_and_markdown(saved_model: Path, eurosat_like: 
     rows = domain_shift_report([saved_model], ds, ds, source_indices=land, target_indices=water)
     assert len(rows) == 1
     row = rows[0]
-    assert row["model"] == "probe" and row["strategy"] == "linear-probe"
+    assert row["model"] == saved_model.name and row["strategy"] == "linear-probe"
     assert row["n_source"] == len(land) and row["n_target"] == len(water)
     assert 0.0 <= row["target_accuracy"] <= 1.0 and 0.0 <= row["proxy_a_distance"] <= 2.0
     text = report_markdown([row, {**row, "model": "flat", "target_accuracy": None}])
-    assert "| probe | linear-probe |" in text and "| flat | linear-probe | — |" in text
+    assert f"| {saved_model.name} | linear-probe |" in text and "| flat | linear-probe | — |" in text
 
 
 def test_cli_evaluate_prints_the_domain_gap(saved_model: Path, eurosat_like: Path,

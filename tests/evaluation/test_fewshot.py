@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import eotransfer
 from eotransfer.card import load_model
 from eotransfer.cli import main
 from eotransfer.data.base import open_dataset
@@ -75,12 +74,9 @@ def test_episodes_are_reproducible_and_shared_by_methods() -> None:
         evaluate_episodes(feats, labels, ways=6, shots=1, queries=1)
 
 
-@pytest.fixture(scope="module")
-def model_dir(eurosat_like: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("fewshot") / "model"
-    eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="linear-probe", backbone="resnet18", epochs=1,
-                   accelerator="cpu", progress=False, verbose=False, out=str(out))  # fmt: skip
-    return out
+@pytest.fixture
+def model_dir(probe_model: Path) -> Path:
+    return probe_model
 
 
 def test_predictor_takes_a_new_support_set(model_dir: Path, eurosat_like: Path, tmp_path: Path) -> None:

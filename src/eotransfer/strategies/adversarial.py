@@ -15,7 +15,6 @@ The range and budget used are saved beside the model (``adversarial.json``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from eotransfer.data.augment import guess_value_per_reflectance
 from eotransfer.errors import ConfigError
 from eotransfer.evaluation.attacks import Budget, band_range, eval_mode, fgsm, make_budget, parse_eps, pgd
 from eotransfer.strategies.base import Phase, Strategy, param, register_strategy
-from eotransfer.strategies.finetune import Finetune, FinetuneParams
+from eotransfer.strategies.finetune import FinetuneParams, finetune_phases_with
 
 
 @dataclass
@@ -95,9 +94,7 @@ class Adversarial(Strategy):
 
     def phases(self, model: nn.Module) -> list[Phase]:
         """Fine-tuning's phases; the end-to-end one (never on cached features) adds the adversarial term."""
-        phases = Finetune(self.params).phases(model)
-        phases[-1] = dataclasses.replace(phases[-1], name="adversarial", frozen_backbone=False)
-        return phases
+        return finetune_phases_with(self.params, model, "adversarial")
 
     def adversarial_examples(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator

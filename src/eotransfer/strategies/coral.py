@@ -15,7 +15,6 @@ training).  Other alignment losses subclass :class:`Coral` and override :meth:`C
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch import nn
 from eotransfer.losses.alignment import coral_loss
 from eotransfer.strategies._target import logits_and_features, open_target_pool, target_batch
 from eotransfer.strategies.base import Phase, Strategy, param, register_strategy
-from eotransfer.strategies.finetune import Finetune, FinetuneParams
+from eotransfer.strategies.finetune import FinetuneParams, finetune_phases_with
 
 
 @dataclass
@@ -56,9 +55,7 @@ class Coral(Strategy):
 
     def phases(self, model: nn.Module) -> list[Phase]:
         """Fine-tuning's phases; the end-to-end one (never on cached features) adds the alignment term."""
-        phases = Finetune(self.params).phases(model)
-        phases[-1] = dataclasses.replace(phases[-1], name="adapt", frozen_backbone=False)
-        return phases
+        return finetune_phases_with(self.params, model, "adapt")
 
     def training_loss(
         self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator

@@ -8,6 +8,7 @@ rate than the head (per-group learning rates, as in Howard & Ruder 2018, ULMFiT)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import nn
@@ -38,3 +39,14 @@ class Finetune(Strategy):
         groups = [{"params": head, "lr": p.lr}, {"params": backbone, "lr": p.lr * p.backbone_lr_factor}]
         phases.append(Phase("end-to-end", p.epochs, groups, augment=p.augment))
         return phases
+
+
+def finetune_phases_with(params: FinetuneParams, model: nn.Module, last: str) -> list[Phase]:
+    """``finetune``'s phases, the end-to-end one named ``last`` and never run on cached features.
+
+    For strategies that add a term needing the images themselves to fine-tuning's end-to-end
+    phase (an alignment with target images, adversarial examples).
+    """
+    phases = Finetune(params).phases(model)
+    phases[-1] = dataclasses.replace(phases[-1], name=last, frozen_backbone=False)
+    return phases
