@@ -174,6 +174,15 @@ class ZeroShot(Strategy):
             self.feature_cache.update(zip([keys[i] for i in todo], new, strict=True))
         return torch.stack([self.feature_cache[k] for k in keys])
 
+    def state(self) -> dict[str, Any]:
+        """The projection W (it trains outside the model), for checkpoints: a resumed run continues from it."""
+        return {"projection": self.projection.detach().cpu().clone()} if self.projection.numel() else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if "projection" in state and state["projection"].shape == self.projection.shape:
+            with torch.no_grad():
+                self.projection.copy_(state["projection"].to(self.projection.device))
+
     def after_step(self, model: nn.Module, progress: float) -> None:
         self._set_head(self.embeddings @ self.projection.detach() / self.params.temperature)
 
