@@ -263,13 +263,14 @@ def evaluate(model_dir: str | Path, data: str | Path | EODataset, **options: Any
     ``domain_gap``: the source data (a path or data set, read with the same options); adds the
     proxy A-distance between its and the scored samples' backbone features (``proxy_a_distance``,
     :mod:`eotransfer.evaluation.domain`).
+    ``task``: which task of a multi-task (progressive) model to score; default its newest.
     ``attack`` (fgsm | pgd), ``eps`` (reflectance units), ``pgd_steps``, ``value_per_reflectance``: adds
     clean and robust accuracy under that attack, with the budget and valid range used (``metrics["attack"]``,
     :mod:`eotransfer.evaluation.attacks`).
     """
     from eotransfer.card import load_model
 
-    saved = load_model(model_dir)
+    saved = load_model(model_dir, task=options.get("task"))
     cfg = FitConfig(**{k: v for k, v in options.items() if k in {f.name for f in dataclasses.fields(FitConfig)}})
     if isinstance(data, EODataset):
         ds = data
@@ -339,7 +340,7 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
     """Predict a raster (GeoTIFF → class map + PNG preview) or a folder of patches (→ CSV of probabilities)."""
     from eotransfer.card import atomic_write_text, load_model
 
-    saved = load_model(model_dir)
+    saved = load_model(model_dir, task=options.get("task"))
     src = Path(source)
     if options.get("buildings"):
         from eotransfer.predict.buildings import model_phases, phase_images, predict_buildings

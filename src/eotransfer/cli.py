@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--scale", type=float, default=argparse.SUPPRESS)
     ev.add_argument("--offset", type=float, default=argparse.SUPPRESS)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--task", default=argparse.SUPPRESS, help="a progressive model's task to score (default: its newest)")
     ev.add_argument(
         "--domain-gap", metavar="SOURCE_DATA", default=argparse.SUPPRESS,
         help="source-domain data: also print the proxy A-distance between its and the data's backbone features",
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--buildings", help="building polygons (xBD label JSON or GeoJSON): predict each building's damage to GeoJSON"
     )
     pr.add_argument("--no-progress", action="store_true")
+    pr.add_argument("--task", help="a progressive model's task to predict (default: its newest)")
 
     fs = sub.add_parser("predict-fewshot", help="classify patches by the nearest prototype of a new support set")
     fs.add_argument("model", help="model directory (its backbone embeds support and input)")
@@ -246,7 +248,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict(
         args.model, args.input, args.out, raster_bands=args.raster_bands, scale=args.scale, offset=args.offset,
         match_statistics=args.match_statistics, overlap=args.overlap, progress=not args.no_progress,
-        nodata_value=args.nodata_value, crs_policy=args.crs_policy, buildings=args.buildings,
+        nodata_value=args.nodata_value, crs_policy=args.crs_policy, buildings=args.buildings, task=args.task,
     )  # fmt: skip
     print(json.dumps(summary, indent=1, default=str))
     return 0

@@ -10,6 +10,7 @@ import torch
 
 import eotransfer
 from eotransfer.card import load_model
+from eotransfer.cli import run
 from eotransfer.data.formats.folder import ClassFolderDataset
 from eotransfer.errors import BandError, ConfigError
 from eotransfer.strategies.progressive import run_sequence
@@ -53,6 +54,10 @@ def test_second_task_keeps_the_first_bit_identical(eurosat_like: Path, first: Pa
     x2 = np.stack([ds2.checked_read(i) for i in range(len(ds2))])
     expected = float(np.mean(load_model(out).predict_proba(x2).argmax(1) == ds2.labels))
     assert metrics["n"] == len(ds2) and metrics["overall_accuracy"] == pytest.approx(expected)
+    # an earlier task through evaluate (API and CLI): the same scores as the first model's own
+    first_scores = eotransfer.evaluate(first, ds1)
+    assert eotransfer.evaluate(out, ds1, task="land")["overall_accuracy"] == first_scores["overall_accuracy"]
+    assert run(["evaluate", str(out), str(eurosat_like), "--bands", "eurosat-ms", "--task", "land"]) == 0
 
 
 def test_bands_the_first_column_needs_require_a_policy(eurosat_like: Path, first: Path) -> None:
