@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -66,3 +68,33 @@ def probe_model(eurosat_like: Path, tmp_path_factory: pytest.TempPathFactory) ->
     eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="linear-probe", backbone="resnet18", epochs=2,
                    accelerator="cpu", progress=False, verbose=False, out=str(out))  # fmt: skip
     return out
+
+
+@pytest.fixture
+def resume_matches_uninterrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., None]:
+    """``check(data, cls, method, calls, **fit_options)``: fit once uninterrupted; fit again, killed when
+    ``cls.method`` is called for the ``calls + 1``-th time, then resumed; assert both end bit-identical."""
+    import eotransfer
+
+    def check(data: Any, cls: type, method: str, calls: int, **opts: Any) -> None:
+        full = eotransfer.fit(data, out=str(tmp_path / "full"), **opts)
+        count = {"n": 0}
+        real = getattr(cls, method)
+
+        def dying(self: Any, *args: Any) -> Any:
+            count["n"] += 1
+            if count["n"] > calls:
+                raise KeyboardInterrupt
+            return real(self, *args)
+
+        with monkeypatch.context() as m:
+            m.setattr(cls, method, dying)
+            with pytest.raises(KeyboardInterrupt):
+                eotransfer.fit(data, out=str(tmp_path / "resumed"), **opts)
+        resumed = eotransfer.fit(data, out=str(tmp_path / "resumed"), resume=True, **opts)
+        a, b = full.model.state_dict(), resumed.model.state_dict()
+        assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+    return check

@@ -116,26 +116,7 @@ def test_discriminator_weights_change_in_training(eurosat_like: Path, monkeypatc
     assert made[-1].adversarial.lambd == pytest.approx(grl_lambda(1.0))  # type: ignore[union-attr]
 
 
-def test_resume_continues_with_the_saved_discriminator(
-    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A run killed in the adapt phase and resumed ends with the weights of an uninterrupted run."""
-    opts = {**FAST, "strategy": "dann", "target": str(eurosat_like), "target_bands": "eurosat-ms", "head_epochs": 1, "epochs": 3,
-            "discriminator_hidden": 8}  # fmt: skip
-    full = eotransfer.fit(eurosat_like, out=str(tmp_path / "full"), **opts)
-    calls = {"n": 0}
-    real = DANN.alignment
-
-    def dying(self: DANN, fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] > 4:  # adapt epoch 0 = 3 batches (checkpointed), killed in epoch 1
-            raise KeyboardInterrupt
-        return real(self, fs, ft)
-
-    with monkeypatch.context() as m:
-        m.setattr(DANN, "alignment", dying)
-        with pytest.raises(KeyboardInterrupt):
-            eotransfer.fit(eurosat_like, out=str(tmp_path / "resumed"), **opts)
-    resumed = eotransfer.fit(eurosat_like, out=str(tmp_path / "resumed"), resume=True, **opts)
-    a, b = full.model.state_dict(), resumed.model.state_dict()
-    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+def test_resume_continues_with_the_saved_discriminator(eurosat_like: Path, resume_matches_uninterrupted: Any) -> None:
+    """A run killed in the adapt phase (after 4 of its 3-batch epochs' steps) and resumed ends as an uninterrupted one."""
+    resume_matches_uninterrupted(eurosat_like, DANN, "alignment", 4, **{**FAST, "strategy": "dann", "target": str(eurosat_like),
+                                 "target_bands": "eurosat-ms", "head_epochs": 1, "epochs": 3, "discriminator_hidden": 8})  # fmt: skip

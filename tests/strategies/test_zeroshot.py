@@ -147,27 +147,11 @@ def test_bad_parameters_name_the_option(eurosat_like: Path) -> None:
 
 
 def test_resume_continues_from_the_checkpointed_projection(
-    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    eurosat_like: Path, tmp_path: Path, resume_matches_uninterrupted: Any
 ) -> None:
     attributes = tmp_path / "attr.csv"
     attributes.write_text("class,green,wet,bright\ncropland,0.6,0.1,0.7\nforest,1,0.2,0.2\nwater,0,1,0.1\n")
-    opts: dict[str, Any] = dict(bands="eurosat-ms", strategy="zero-shot", backbone="resnet10t", attributes=str(attributes),
-                                unseen_classes="water", epochs=4, batch_size=6, patience=0, accelerator="cpu",
-                                progress=False, verbose=False)  # fmt: skip
-    full = eotransfer.fit(eurosat_like, out=str(tmp_path / "full"), **opts)
-    calls = {"n": 0}
-    real = ZeroShot.training_loss
-
-    def dying(self: ZeroShot, *args: Any) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] > 6:  # killed in the second epoch, after the first epoch's checkpoint
-            raise KeyboardInterrupt
-        return real(self, *args)
-
-    with monkeypatch.context() as m:
-        m.setattr(ZeroShot, "training_loss", dying)
-        with pytest.raises(KeyboardInterrupt):
-            eotransfer.fit(eurosat_like, out=str(tmp_path / "resumed"), **opts)
-    resumed = eotransfer.fit(eurosat_like, out=str(tmp_path / "resumed"), resume=True, **opts)
-    a, b = full.model.state_dict(), resumed.model.state_dict()
-    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    # killed in the second epoch (6 batches per epoch), after the first epoch's checkpoint
+    resume_matches_uninterrupted(eurosat_like, ZeroShot, "training_loss", 6, bands="eurosat-ms", strategy="zero-shot",
+                                 backbone="resnet10t", attributes=str(attributes), unseen_classes="water", epochs=4,
+                                 batch_size=6, patience=0, accelerator="cpu", progress=False, verbose=False)  # fmt: skip
