@@ -16,9 +16,9 @@ from eotransfer.data.base import open_dataset
 from eotransfer.errors import ConfigError
 from eotransfer.evaluation.fewshot import (
     PrototypeClassifier,
+    episode_ci95,
     evaluate_episodes,
     finetune_predict,
-    mean_ci95,
     predict_fewshot,
     protonet_predict,
 )
@@ -26,9 +26,9 @@ from eotransfer.losses.prototypes import prototype_logits, prototypes
 
 
 def test_mean_and_interval_by_hand() -> None:
-    mean, ci = mean_ci95([0.5, 1.0])  # std 0.25: 1.96 * 0.25 / sqrt(2)
+    mean, ci = episode_ci95([0.5, 1.0])  # std 0.25: 1.96 * 0.25 / sqrt(2)
     assert mean == pytest.approx(0.75) and ci == pytest.approx(0.3464823, abs=1e-6)
-    assert mean_ci95([0.6] * 600) == (pytest.approx(0.6), pytest.approx(0.0, abs=1e-12))
+    assert episode_ci95([0.6] * 600) == (pytest.approx(0.6), pytest.approx(0.0, abs=1e-12))
 
 
 def test_episode_predictors_by_hand() -> None:

@@ -246,7 +246,7 @@ def cross_validate(ds: Any, rec: Recommendation | None, cfg: AdviseConfig, deadl
 
     from eotransfer.api import fit
     from eotransfer.data.splits import Split
-    from eotransfer.evaluation.reference import band_statistics_matrix, fit_band_statistics_classifier
+    from eotransfer.evaluation.benchmark import reference_accuracy
 
     folds = min(cfg.folds, int(np.bincount(ds.labels).min()))
     if folds < 2:
@@ -255,14 +255,12 @@ def cross_validate(ds: Any, rec: Recommendation | None, cfg: AdviseConfig, deadl
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=cfg.seed).split(ds.labels, ds.labels):
         if time.time() > deadline and accs:
             break
+        split = Split(train, np.zeros(0, np.int64), test)
         if rec is None:
-            clf = fit_band_statistics_classifier(
-                band_statistics_matrix(ds.checked_read, train), ds.labels[train], cfg.seed
-            )
-            accs.append(float((clf.predict(band_statistics_matrix(ds.checked_read, test)) == ds.labels[test]).mean()))
+            accs.append(float(reference_accuracy(ds, split, cfg.seed)["overall_accuracy"]))
             continue
-        res = fit(ds, split_override=Split(train, np.zeros(0, np.int64), test), strategy=rec.strategy, backbone=cfg.backbone,
-                  seed=cfg.seed, progress=False, verbose=False, **rec.options)  # fmt: skip
+        res = fit(ds, split_override=split, strategy=rec.strategy, backbone=cfg.backbone, seed=cfg.seed,
+                  progress=False, verbose=False, **rec.options)  # fmt: skip
         accs.append(float(res.metrics["test"]["overall_accuracy"]))
     return accs
 

@@ -34,7 +34,7 @@ from eotransfer.losses.prototypes import prototype_logits, prototypes
 METHODS = ("protonet", "finetune")
 
 
-def mean_ci95(values: np.ndarray | list[float]) -> tuple[float, float]:
+def episode_ci95(values: np.ndarray | list[float]) -> tuple[float, float]:
     """Mean and half-width of its normal 95 % interval, ``1.96·std/√n`` (population std, as the literature)."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
@@ -147,7 +147,7 @@ def evaluate_episodes(
     for m in methods:
         pred = protonet_predict(fs, ys, fq, ways) if m == "protonet" else finetune_predict(fs, ys, fq)
         acc[m] = (pred == yq[None, :]).mean(1)
-    return {m: FewShotResult(m, ways, shots, queries, episodes, *mean_ci95(a), a) for m, a in acc.items()}
+    return {m: FewShotResult(m, ways, shots, queries, episodes, *episode_ci95(a), a) for m, a in acc.items()}
 
 
 class PrototypeClassifier:
