@@ -22,6 +22,7 @@ import torch
 
 from eotransfer.data.base import EODataset, Subset, open_dataset
 from eotransfer.data.normalization import Normalizer
+from eotransfer.data.options import DATA_KEYS, DataOptions
 from eotransfer.data.splits import SPLIT_KINDS, Split, make_split, restrict_to_k_per_class
 from eotransfer.engine.checkpoint import config_hash
 from eotransfer.engine.loop import Engine, EngineConfig
@@ -31,25 +32,19 @@ from eotransfer.strategies.base import get_strategy, make_params, param, validat
 
 
 @dataclass
-class FitConfig:
-    """Everything ``fit`` needs besides the strategy's own parameters (CLI options and YAML keys)."""
+class FitConfig(DataOptions):
+    """Everything ``fit`` needs besides the strategy's own parameters (CLI options and YAML keys).
 
-    data: str = param("", "data set: a folder of class folders, an xBD folder, or a raster (with --vector)")
+    The data set and its reading options come first (:class:`~eotransfer.data.options.DataOptions`).
+    """
+
     strategy: str = param("finetune", "transfer strategy (see `eotransfer strategies`)")
     backbone: str = param("resnet18", "backbone architecture (see `eotransfer backbones`)")
     weights: str | None = param(None, "pre-trained weights: a path, a TorchGeo name, 'imagenet', or none")
     band_policy: str | None = param(
         None, "unmatched bands: zero | mean | random (default: error)", choices=(None, "zero", "mean", "random")
     )
-    bands: str | None = param(None, "the data's bands, e.g. eurosat-ms, sentinel2-l2a, landsat8:B2,B3,B4")
     use_bands: str | None = param(None, "train on these bands only, comma-separated (e.g. B02,B03,B04)")
-    format: str | None = param(None, "data format (folder, xbd, raster-vector, bigearthnet); detected if omitted")
-    vector: str | None = param(None, "labelled polygons/points (GeoPackage/GeoJSON) for a raster")
-    label_field: str = param("name", "attribute of --vector holding the class")
-    patch_size: int | None = param(None, "patch/chip size for xBD and raster-vector data", 8, 4096)
-    scale: float = param(1.0, "multiply raw pixel values by this (e.g. DN → reflectance)")
-    offset: float = param(0.0, "then add this")
-    nodata: str = param("error", "NaN/nodata pixels: error | mask", choices=("error", "mask"))
     normalization: str = param(
         "auto",
         "per-band normalisation: auto (the pre-trained weights' own statistics when they cover the data's bands, "
@@ -87,9 +82,6 @@ class FitResult:
     out: Path | None = None
     seconds: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-DATA_KEYS = ("bands", "format", "vector", "label_field", "patch_size", "scale", "offset", "nodata")
 
 
 def load_data(cfg: Any) -> EODataset:
@@ -216,8 +208,13 @@ def fit(
         "classes": ds.classes,
         "strategy": {"name": strategy.name, "params": dataclasses.asdict(strategy.params)},
         "fit": settings,
-        "data": {**ds.provenance(), "scale": cfg.scale, "offset": cfg.offset, "split": split.to_dict(),
-                 "crs": training_crs(ds.locations)},  # fmt: skip
+        "data": {
+            **ds.provenance(),
+            "scale": cfg.scale,
+            "offset": cfg.offset,
+            "split": split.to_dict(),
+            "crs": training_crs(ds.locations),
+        },  # fmt: skip
         "metrics": metrics,
         "training": {
             "epochs_run": len(history),
@@ -290,9 +287,13 @@ def evaluate(model_dir: str | Path, data: str | Path | EODataset, **options: Any
         from eotransfer.evaluation.domain import model_domain_gap
 
         if not isinstance(source, EODataset):
-            source = load_data(dataclasses.replace(cfg, data=str(source), bands=cfg.bands or ",".join(saved.bands.keys)))
+            source = load_data(
+                dataclasses.replace(cfg, data=str(source), bands=cfg.bands or ",".join(saved.bands.keys))
+            )
         if source.bands.keys != saved.bands.keys:
-            raise ConfigError(f"--domain-gap: data bands {source.bands.describe()} differ from the model's; pass --bands")
+            raise ConfigError(
+                f"--domain-gap: data bands {source.bands.describe()} differ from the model's; pass --bands"
+            )
         metrics["proxy_a_distance"] = model_domain_gap(saved, source, ds, indices, seed=cfg.seed)
     if options.get("attack") is not None or options.get("eps") is not None:
         from eotransfer.evaluation.attacks import attack_saved_model

@@ -132,6 +132,36 @@ def test_tiles_decoded_once(xbd_root: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert len(calls) == 4  # pre + post of each of the two tiles
 
 
+def test_shuffled_reading_of_many_tiles_decodes_each_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "xbd"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for t in range(10):  # more tiles than a small cache would hold
+        _write_tile(root, f"fire-a_{t:08d}", [("no-damage", 20, 20, 8), ("destroyed", 60, 60, 8)], seed=t)
+    calls: list[Path] = []
+    real = xbd_module.read_pixels
+
+    def counting(path: Path, window: object = None) -> np.ndarray:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(xbd_module, "read_pixels", counting)
+    ds = XBDDataset(root, chip_size=8)
+    rng = np.random.default_rng(0)
+    chips = {}
+    for _ in range(3):  # three shuffled epochs
+        for i in rng.permutation(len(ds)):
+            chip = ds.read(int(i))
+            assert chip.dtype == np.float32
+            chips.setdefault(int(i), chip)
+            assert np.array_equal(chips[int(i)], chip)
+    assert len(calls) == 20  # pre + post of each tile, once
+    t0 = ds.tile_pixels(0)
+    assert t0.dtype == np.uint8  # 8-bit PNGs are cached as 8 bits
+    pre = _image(root, "fire-a_00000000", "pre")
+    assert np.array_equal(chips[0][:3], pre[:, 20:28, 20:28].astype(np.float32))  # chip centred on (24, 24)
+
+
 def test_missing_partner_files(xbd_root: Path) -> None:
     (xbd_root / "images" / "flood-b_00000002_pre_disaster.png").unlink()
     with pytest.raises(DataError, match="flood-b_00000002_pre_disaster.png"):

@@ -70,3 +70,35 @@ def test_bad_input() -> None:
         advise("x", budget_minutes=0.0)
     with pytest.raises(ConfigError, match="advise: give the labelled data set"):
         advise("")
+
+
+def test_advise_reads_data_with_the_same_options_as_fit() -> None:
+    import dataclasses
+
+    from eotransfer.api import FitConfig
+    from eotransfer.cli import build_parser
+    from eotransfer.data.options import DataOptions
+
+    names = [f.name for f in dataclasses.fields(DataOptions)]
+    for cls in (FitConfig, AdviseConfig):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert all(
+            fields[n].metadata == f.metadata for n, f in zip(names, dataclasses.fields(DataOptions), strict=True)
+        )
+    args = build_parser().parse_args(
+        ["advise", "scene.tif", "--vector", "v.gpkg", "--label-field", "cls", "--patch-size", "8", "--nodata", "mask"]
+    )
+    assert (args.vector, args.label_field, args.patch_size, args.nodata) == ("v.gpkg", "cls", 8, "mask")
+
+
+SCENE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "landsat8-scene"
+
+
+@pytest.mark.skipif(not SCENE.is_dir(), reason="../shared/data/landsat8-scene not available")
+def test_inspect_a_raster_with_labelled_polygons() -> None:
+    tif = SCENE / "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
+    vec = SCENE / "LC08_L1TP_224078_20200518_20200518_01_RT_polygons.gpkg"
+    f, ds = inspect_task(AdviseConfig(data=str(tif), vector=str(vec), label_field="name", patch_size=8,
+                                      bands="landsat8:B2,B3,B4"))  # fmt: skip
+    assert f.classes == ["crop", "developed", "tree", "water"] and f.n_samples == len(ds) == 10
+    assert sorted(f.labels_per_class.values()) == [1, 1, 4, 4]

@@ -161,6 +161,14 @@ def test_grid_adds_references_and_resume_skips_finished_cells(
     assert float(rec["mean"]) == pytest.approx(mean, abs=1e-4) and int(rec["n"]) == 2
     assert float(rec["ci_low"]) == pytest.approx(lo, abs=1e-4) and float(rec["ci_high"]) == pytest.approx(hi, abs=1e-4)
     assert (out / "label_efficiency_tiny.png").is_file()
+    # the same tidy table as Parquet: one record per row, the same cells and accuracies
+    import pyarrow.parquet as pq
+
+    pq_rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert sorted(r["cell"] for r in pq_rows) == sorted(r["cell"] for r in rows)
+    by_cell = {r["cell"]: r for r in rows}
+    assert all(r["accuracy"] == pytest.approx(by_cell[r["cell"]]["accuracy"]) for r in pq_rows)
+    assert not list(out.glob(".results.parquet.*"))  # no temporary file left behind
     md = (out / "summary.md").read_text()
     assert "band-stats+LR" in md and "labels needed, linear-probe (resnet10t, eotransfer:" in md
 

@@ -153,7 +153,14 @@ def test_geojson_polygons_on_a_georeferenced_geotiff(tmp_path: Path) -> None:
 
 def test_phases_and_bad_inputs(xbd_root: Path, tmp_path: Path) -> None:
     assert model_phases(["rgb:red", "rgb:green", "rgb:blue"]) == ("post",)
-    assert model_phases(["rgb-pre:pre_red"]) == ("pre",)
+    pre = ["rgb-pre:pre_red", "rgb-pre:pre_green", "rgb-pre:pre_blue"]
+    assert model_phases(pre) == ("pre",)
+    assert model_phases([*pre, "rgb:red", "rgb:green", "rgb:blue"]) == ("pre", "post")
+    assert model_phases(["landsat8:B4", "landsat8:B3"]) == ("post",)  # not xBD's bands: left to the shape check
+    # a subset or a reordering of an image's bands (--use-bands) would be fed the image's channels in file order
+    for keys in (["rgb-pre:pre_red"], ["rgb:blue", "rgb:green", "rgb:red"], [*pre, "rgb:red"], pre[::-1]):
+        with pytest.raises(ConfigError, match="--use-bands"):
+            model_phases(keys)
     with pytest.raises(ConfigError, match="--buildings"):
         model_phases(["rgb:red", "rgb-pre:pre_red"])
     lone = tmp_path / "scene.png"

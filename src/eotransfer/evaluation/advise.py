@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from eotransfer.data.options import DataOptions
 from eotransfer.errors import ConfigError
 from eotransfer.strategies.base import param, validate_params
 
@@ -34,12 +35,9 @@ PAD_SHIFT = 1.0
 
 
 @dataclass
-class AdviseConfig:
-    """What ``advise`` needs: the labelled data and the user's constraints (CLI options and YAML keys)."""
+class AdviseConfig(DataOptions):
+    """What ``advise`` needs: the labelled data (read as ``fit`` reads it) and the user's constraints."""
 
-    data: str = param("", "the labelled data set")
-    bands: str | None = param(None, "the data's bands, e.g. eurosat-ms (as fit --bands)")
-    format: str | None = param(None, "data format; detected if omitted")
     target: str | None = param(None, "unlabelled target-domain imagery (another region or sensor), if any")
     target_bands: str | None = param(None, "the bands of --target, as --bands")
     unseen_classes: str | None = param(None, "classes to predict that have no labels, comma-separated")

@@ -651,7 +651,7 @@ def plot_label_efficiency(rows: list[dict[str, Any]], path: Path, title: str = "
 
 
 def write_summary(rows: list[dict[str, Any]], out: Path) -> str:
-    """``summary.csv`` (one record per method and k), ``summary.md``, per-data plots, ``results.parquet`` with pyarrow."""
+    """``summary.csv`` (one record per method and k), ``summary.md``, per-data plots and ``results.parquet``."""
     from eotransfer.card import atomic_write_text
 
     summary = summarise_rows(rows)
@@ -666,15 +666,15 @@ def write_summary(rows: list[dict[str, Any]], out: Path) -> str:
     atomic_write_text(out / "summary.md", text)
     for data in dict.fromkeys(str(r["data"]) for r in rows):
         plot_label_efficiency([r for r in rows if r["data"] == data], out / f"label_efficiency_{data}.png", data)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = out / f".results.parquet.{secrets.token_hex(4)}"
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        pass
-    else:
-        tmp = out / f".results.parquet.{secrets.token_hex(4)}"
         pq.write_table(pa.Table.from_pylist([{**r, "k": str(r["k"])} for r in rows]), tmp)
         os.replace(tmp, out / "results.parquet")
+    finally:
+        tmp.unlink(missing_ok=True)
     return text
 
 

@@ -50,20 +50,47 @@ class Building:
     subtype: str | None = None
 
 
+def _native_keys() -> dict[str, list[str]]:
+    """The band keys of an xBD image, in file order, per phase (as :class:`XBDDataset` names them)."""
+    from eotransfer.bands import BandSet
+    from eotransfer.data.formats.xbd import pre_disaster_bands
+
+    return {"pre": list(pre_disaster_bands().keys), "post": list(BandSet.parse("rgb").keys)}
+
+
 def model_phases(band_keys: Sequence[str]) -> tuple[str, ...]:
-    """Which xBD images a model's bands come from: pre (``rgb-pre:*``), post (other bands), or both in order."""
+    """Which xBD images a model's bands come from: pre (``rgb-pre:*``), post (other bands), or both in order.
+
+    A model fitted on a subset or a reordering of an image's xBD bands (``--use-bands``) is refused:
+    building chips hold every band of each image in file order, as the training chips did.
+    """
     pre = [k.startswith("rgb-pre:") for k in band_keys]
+    phases: tuple[str, ...]
     if all(pre):
-        return ("pre",)
-    if not any(pre):
-        return ("post",)
-    first_post = pre.index(False)
-    if any(pre[first_post:]) or first_post == 0:
-        raise ConfigError(
-            f"model bands {', '.join(band_keys)} mix pre- and post-disaster bands in an order xBD chips never have "
-            "(pre bands first, then post); --buildings needs a model trained on xBD chips"
-        )
-    return ("pre", "post")
+        phases = ("pre",)
+    elif not any(pre):
+        phases = ("post",)
+    else:
+        first_post = pre.index(False)
+        if any(pre[first_post:]) or first_post == 0:
+            raise ConfigError(
+                f"model bands {', '.join(band_keys)} mix pre- and post-disaster bands in an order xBD chips never "
+                "have (pre bands first, then post); --buildings needs a model trained on xBD chips"
+            )
+        phases = ("pre", "post")
+    parts = {"pre": list(band_keys[: pre.count(True)]), "post": list(band_keys[pre.count(True) :])}
+    for phase in phases:
+        native, part = _native_keys()[phase], parts[phase]
+        sensor = native[0].split(":")[0]
+        if all(k.split(":")[0] == sensor for k in part) and part != native:
+            # chips are cut with all of an image's bands in file order: a subset or reordering would feed
+            # the model the wrong channels (or too many)
+            raise ConfigError(
+                f"model bands {', '.join(band_keys)}: the {phase}-disaster bands are not the image's "
+                f"{', '.join(native)} in that order (a model fitted with --use-bands?); --buildings cuts chips "
+                "with every band of each image, so refit the model without --use-bands"
+            )
+    return phases
 
 
 def phase_images(image: Path, phases: Sequence[str]) -> list[Path]:
