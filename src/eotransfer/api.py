@@ -22,7 +22,7 @@ import torch
 
 from eotransfer.data.base import EODataset, Subset, open_dataset
 from eotransfer.data.normalization import Normalizer
-from eotransfer.data.options import DATA_KEYS, DataOptions
+from eotransfer.data.options import DATA_KEYS, DataOptions, parse_class_merge
 from eotransfer.data.splits import SPLIT_KINDS, Split, make_split, restrict_to_k_per_class
 from eotransfer.engine.checkpoint import config_hash
 from eotransfer.engine.loop import Engine, EngineConfig
@@ -91,6 +91,8 @@ def load_data(cfg: Any) -> EODataset:
         kwargs["chip_size"] = kwargs["patch_size"]
     fmt = kwargs.pop("format", None)
     ds = open_dataset(cfg.data, format=fmt, **kwargs)
+    if getattr(cfg, "merge_classes", None):
+        ds.merge_classes(parse_class_merge(cfg.merge_classes))
     if getattr(cfg, "use_bands", None):
         ds.select_bands([b.strip() for b in cfg.use_bands.split(",") if b.strip()])
     return ds

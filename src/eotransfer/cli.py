@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "format",
         "vector",
         "label-field",
+        "merge-classes",
         "nodata",
         "split",
         "block-deg",

@@ -47,3 +47,34 @@ def test_map_bands_to_refuses_missing_bands_unless_masked(eurosat_like: Path) ->
         ds.map_bands_to(BandSet.parse("sentinel2-l1c:B02,B04"), missing="drop")
     with pytest.raises(BandError, match="none of its bands"):
         ds.map_bands_to(BandSet.parse("sentinel1:VV,VH"), missing="mask")
+
+
+def test_merge_classes_relabels_and_records_the_merge(eurosat_like: Path) -> None:
+    from eotransfer.api import FitConfig, load_data
+
+    ds = load_data(FitConfig(data=str(eurosat_like), bands="eurosat-ms"))
+    before = ds.labels.copy()
+    assert ds.classes == ["cropland", "forest", "water"]
+    merged = load_data(FitConfig(data=str(eurosat_like), bands="eurosat-ms", merge_classes="land=forest+cropland"))
+    assert merged.classes == ["land", "water"]  # the group sits where its first member was
+    assert np.array_equal(merged.labels, np.where(before == 2, 1, 0))
+    assert merged.class_counts() == {"land": int((before < 2).sum()), "water": int((before == 2).sum())}
+    assert merged.provenance()["merged_classes"] == {"land": ["cropland", "forest"], "water": ["water"]}
+    assert np.array_equal(merged.read(0), ds.read(0))  # pixels untouched
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("land=forest+crop", "'crop' is not a class"),
+        ("land=forest+cropland;wet=water+forest", "'forest' is in both 'land' and 'wet'"),
+        ("water=forest+cropland", "clashes with a kept class"),
+        ("land", r"is not NEW=CLASS\+CLASS"),
+        (" ; ", "empty"),
+    ],
+)
+def test_merge_classes_bad_specs(eurosat_like: Path, spec: str, message: str) -> None:
+    from eotransfer.api import FitConfig, load_data
+
+    with pytest.raises(ConfigError, match=message):
+        load_data(FitConfig(data=str(eurosat_like), bands="eurosat-ms", merge_classes=spec))

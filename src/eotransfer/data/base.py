@@ -50,6 +50,7 @@ class EODataset(Dataset[dict[str, Any]]):
         self.bands: BandSet
         self.classes: list[str] = []
         self.labels = np.zeros(0, dtype=np.int64)
+        self.merged_from: dict[str, list[str]] = {}  # new class → the classes merged into it (--merge-classes)
         self.locations: list[Location] = []
         self.sources: list[str] = []
         self.root: Path = Path(".")
@@ -153,6 +154,39 @@ class EODataset(Dataset[dict[str, Any]]):
         counts = np.bincount(self.labels, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
 
+    def merge_classes(self, groups: dict[str, list[str]]) -> None:
+        """Relabel: each ``new: [old, ...]`` group becomes one class, placed where its first member was.
+
+        Classes named in no group keep their names.  For sparse schemes, e.g. xBD's four damage levels
+        with a handful of minor/major examples, merged into ``damaged`` (the binary task many damage
+        studies report).  An unknown name, a class in two groups or a new name that clashes is an error.
+        """
+        if getattr(self, "multilabels", None) is not None:
+            raise ConfigError(f"{self.root}: --merge-classes applies to single-label data sets, not multi-label ones")
+        owner: dict[str, str] = {}
+        for new, olds in groups.items():
+            if not olds:
+                raise ConfigError(f"--merge-classes: group '{new}' names no class; write {new}=classA+classB")
+            for old in olds:
+                if old not in self.classes:
+                    raise ConfigError(
+                        f"--merge-classes: '{old}' is not a class of {self.root}" + did_you_mean(old, self.classes)
+                    )
+                if old in owner:
+                    raise ConfigError(f"--merge-classes: '{old}' is in both '{owner[old]}' and '{new}'")
+                owner[old] = new
+        merged: list[str] = []
+        for c in self.classes:
+            name = owner.get(c, c)
+            if c not in owner and c in groups:
+                raise ConfigError(f"--merge-classes: the new class '{c}' clashes with a kept class of that name")
+            if name not in merged:
+                merged.append(name)
+        lookup = np.asarray([merged.index(owner.get(c, c)) for c in self.classes], dtype=np.int64)
+        self.labels = lookup[self.labels] if len(self.labels) else self.labels
+        self.merged_from = {m: [c for c in self.classes if owner.get(c, c) == m] for m in merged}
+        self.classes = merged
+
     def check_classes(self) -> None:
         """Refuse a data set with an empty class (a class folder without images, say)."""
         empty = [c for c, n in self.class_counts().items() if n == 0]
@@ -168,6 +202,7 @@ class EODataset(Dataset[dict[str, Any]]):
             "n_samples": len(self),
             "classes": self.class_counts(),
             "bands": self.bands.keys,
+            **({"merged_classes": self.merged_from} if self.merged_from else {}),
         }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eotransfer.errors import ConfigError
 from eotransfer.strategies.base import param
 
 
@@ -24,7 +25,30 @@ class DataOptions:
     scale: float = param(1.0, "multiply raw pixel values by this (e.g. DN → reflectance)")
     offset: float = param(0.0, "then add this")
     nodata: str = param("error", "NaN/nodata pixels: error | mask", choices=("error", "mask"))
+    merge_classes: str | None = param(
+        None, "merge classes, e.g. damaged=minor-damage+major-damage+destroyed (groups separated by ';')"
+    )
+
+
+def parse_class_merge(spec: str) -> dict[str, list[str]]:
+    """``"new=a+b;other=c+d"`` → ``{"new": ["a", "b"], "other": ["c", "d"]}``, with errors naming ``--merge-classes``."""
+    groups: dict[str, list[str]] = {}
+    for part in (p.strip() for p in spec.split(";")):
+        if not part:
+            continue
+        new, eq, olds = part.partition("=")
+        names = [o.strip() for o in olds.split("+") if o.strip()]
+        if not eq or not new.strip() or not names:
+            raise ConfigError(f"--merge-classes: '{part}' is not NEW=CLASS+CLASS (e.g. damaged=minor-damage+destroyed)")
+        if new.strip() in groups:
+            raise ConfigError(f"--merge-classes: the group '{new.strip()}' is given twice")
+        groups[new.strip()] = names
+    if not groups:
+        raise ConfigError("--merge-classes: empty; give NEW=CLASS+CLASS groups separated by ';'")
+    return groups
 
 
 #: the :class:`DataOptions` keys :func:`eotransfer.api.load_data` passes to the data set's reader
 DATA_KEYS = ("bands", "format", "vector", "label_field", "patch_size", "scale", "offset", "nodata")
+#: every data option a config may give (``merge_classes`` is applied after reading)
+DATA_OPTION_KEYS = (*DATA_KEYS, "merge_classes")

@@ -35,6 +35,7 @@ import torch
 
 from eotransfer import api
 from eotransfer.data.base import EODataset
+from eotransfer.data.options import DATA_OPTION_KEYS
 from eotransfer.data.splits import SPLIT_KINDS, Split, make_split, restrict_to_k_per_class
 from eotransfer.engine.metrics import mean_ci95
 from eotransfer.errors import ConfigError, EOTransferError, did_you_mean
@@ -52,7 +53,7 @@ CONFIG_KEYS = ("name", "data", "data_options", "size", "in_memory", "split", "st
 SPLIT_OPTIONS = ("kind", "test_fraction", "val_fraction", "block_deg", "seed")
 #: FitConfig fields the grid sets itself (or takes from ``data_options``): not allowed under ``fit:``
 GRID_FIT_FIELDS = ("data", "strategy", "backbone", "weights", "seed", "split", "labels_per_class", "out", "resume",
-                   "progress", "verbose", "val_per_class", "test_fraction", "val_fraction", "block_deg", *api.DATA_KEYS,
+                   "progress", "verbose", "val_per_class", "test_fraction", "val_fraction", "block_deg", *DATA_OPTION_KEYS,
                    "use_bands")  # fmt: skip
 
 
@@ -239,9 +240,9 @@ class BenchmarkConfig:
             problems.append("data: missing; give the data set path")
         data_options = dict(raw.get("data_options") or {})
         for k in data_options:
-            if k not in (*api.DATA_KEYS, "use_bands"):
+            if k not in (*DATA_OPTION_KEYS, "use_bands"):
                 problems.append(
-                    f"data_options.{k}: unknown data option" + did_you_mean(k, (*api.DATA_KEYS, "use_bands"))
+                    f"data_options.{k}: unknown data option" + did_you_mean(k, (*DATA_OPTION_KEYS, "use_bands"))
                 )
         split = raw.get("split") or {"kind": "stratified"}
         split = {"kind": split} if isinstance(split, str) else dict(split)
