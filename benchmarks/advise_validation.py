@@ -9,6 +9,8 @@ regression, training from scratch) are shown but are not strategies the advisor 
 
     python benchmarks/advise_validation.py --data ../shared/data/eurosat-ms --bands eurosat-ms \
         --table benchmarks/results/reuse_eurosat_h100/rows.jsonl --out benchmarks/results/advise_validation
+    python benchmarks/advise_validation.py --data benchmarks/configs/xbd_grid.yaml \
+        --table benchmarks/results/xbd_grid_cpu/results.csv --out ...   # data + data_options from the config
 """
 
 from __future__ import annotations
@@ -51,8 +53,19 @@ def advisor_name(rec: Any) -> str:
     return str(rec.strategy)
 
 
+def advise_config(data: str, bands: str | None) -> AdviseConfig:
+    """The advisor's view of a data set: a path (with ``bands``), or a benchmark config YAML (its data options)."""
+    if data.endswith((".yaml", ".yml")):
+        from eotransfer.evaluation.benchmark import BenchmarkConfig
+
+        bench = BenchmarkConfig.from_yaml(data)
+        opts = {k: v for k, v in bench.data_options.items() if k != "use_bands"}
+        return AdviseConfig(data=bench.data, verbose=False, **opts)
+    return AdviseConfig(data=data, bands=bands, verbose=False)
+
+
 def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    cfg = AdviseConfig(data=data, bands=bands, verbose=False)
+    cfg = advise_config(data, bands)
     facts, ds = inspect_task(cfg)
     rows = read_table(table)
     by: dict[tuple[Any, str, str], list[float]] = defaultdict(list)
@@ -100,7 +113,10 @@ def markdown(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", action="append", required=True, help="data set (repeat, one per --table)")
+    ap.add_argument(
+        "--data", action="append", required=True,
+        help="data set, or the benchmark config YAML that produced the table (repeat, one per --table)",
+    )  # fmt: skip
     ap.add_argument("--bands", action="append", default=None, help="its bands (repeat; 'none' to infer)")
     ap.add_argument("--table", action="append", type=Path, required=True, help="benchmark table (repeat)")
     ap.add_argument("--out", type=Path, required=True)

@@ -7,8 +7,8 @@ so the test samples are unseen by both), then measures both networks:
 - parameters (all of the classifier: backbone and head);
 - multiply-accumulates per image: ``torch.utils.flop_counter.FlopCounterMode`` on one input of the
   data's size, MACs = FLOPs / 2 (convolutions and matrix products; element-wise work is not counted);
-- CPU latency per image: median and minimum over ``--runs`` timed forward passes (after ``--warmup``)
-  at batch 1 and at batch 32 (divided by 32), under ``torch.inference_mode`` with ``--threads`` torch threads;
+- CPU latency per image: median and minimum wall time, and median thread CPU time, over ``--runs``
+  timed forward passes (after ``--warmup``) at batch 1 and at batch 32 (divided by 32), under ``torch.inference_mode`` with ``--threads`` torch threads;
 - overall accuracy on the same test samples.
 
     .venv/bin/python benchmarks/distill.py --teacher models/eurosat-resnet18 --data data/eurosat-ms \\
@@ -48,25 +48,33 @@ def macs_per_image(model: torch.nn.Module, image: torch.Tensor) -> int:
 
 def latencies_ms(
     models: dict[str, torch.nn.Module], batch: torch.Tensor, runs: int, warmup: int
-) -> dict[str, tuple[float, float]]:
-    """(median, minimum) milliseconds per image of a forward pass on ``batch``, for each model.
+) -> dict[str, dict[str, float]]:
+    """Milliseconds per image of a forward pass on ``batch``, for each model: wall median and minimum, CPU median.
 
     The models take turns run by run, so that load from other processes on a shared machine falls on
-    all of them alike instead of on whichever was timed while it lasted.  The minimum over the runs is
-    timeit's estimate of what the machine does undisturbed (interference only ever adds time); the
-    median includes typical interference, which inflates the faster model's time relatively more.
+    all of them alike instead of on whichever was timed while it lasted.  The minimum wall time over
+    the runs is timeit's estimate of what the machine does undisturbed (interference only ever adds
+    time); the median includes typical interference.  With one torch thread the forward pass runs in
+    the calling thread, so its thread CPU time (``time.thread_time``) is the compute it cost, whatever
+    else the cores were doing: the steadiest figure on a shared machine.
     """
-    times: dict[str, list[float]] = {name: [] for name in models}
+    wall: dict[str, list[float]] = {name: [] for name in models}
+    cpu: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for i in range(warmup + runs):
             for name, model in models.items():
-                t0 = time.perf_counter()
+                c0, t0 = time.thread_time(), time.perf_counter()
                 model(batch)
+                t1, c1 = time.perf_counter(), time.thread_time()
                 if i >= warmup:
-                    times[name].append(time.perf_counter() - t0)
+                    wall[name].append(t1 - t0)
+                    cpu[name].append(c1 - c0)
+    n = 1000.0 / len(batch)
     return {
-        name: (1000.0 * statistics.median(t) / len(batch), 1000.0 * min(t) / len(batch)) for name, t in times.items()
-    }
+        name: {"median": n * statistics.median(wall[name]), "min": n * min(wall[name]),
+               "cpu_median": n * statistics.median(cpu[name])}
+        for name in models
+    }  # fmt: skip
 
 
 def measure(
@@ -80,10 +88,12 @@ def measure(
         name: {
             "parameters": sum(p.numel() for p in model.parameters()),
             "macs_per_image": macs_per_image(model, images[0]),
-            "latency_ms_batch1": one[name][0],
-            "latency_ms_per_image_batch32": many[name][0],
-            "latency_ms_batch1_min": one[name][1],
-            "latency_ms_per_image_batch32_min": many[name][1],
+            "latency_ms_batch1": one[name]["median"],
+            "latency_ms_per_image_batch32": many[name]["median"],
+            "latency_ms_batch1_min": one[name]["min"],
+            "latency_ms_per_image_batch32_min": many[name]["min"],
+            "cpu_ms_batch1": one[name]["cpu_median"],
+            "cpu_ms_per_image_batch32": many[name]["cpu_median"],
         }
         for name, model in models.items()
     }
@@ -123,6 +133,17 @@ def markdown(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{t['latency_ms_per_image_batch32_min'] / s['latency_ms_per_image_batch32_min']:.2f}× faster "
             f"(medians: {t['latency_ms_batch1'] / s['latency_ms_batch1']:.2f}× and "
             f"{t['latency_ms_per_image_batch32'] / s['latency_ms_per_image_batch32']:.2f}×).",
+        ]
+    if "cpu_ms_batch1" in t:
+        lines += [
+            "",
+            f"CPU time of the forward pass (median thread time, {meta['threads']} thread(s)): teacher "
+            f"{t['cpu_ms_batch1']:.2f} / {t['cpu_ms_per_image_batch32']:.3f} ms, student {s['cpu_ms_batch1']:.2f} / "
+            f"{s['cpu_ms_per_image_batch32']:.3f} ms per image at batch 1 / 32: the student is "
+            f"{t['cpu_ms_batch1'] / s['cpu_ms_batch1']:.2f}× and "
+            f"{t['cpu_ms_per_image_batch32'] / s['cpu_ms_per_image_batch32']:.2f}× cheaper"
+            + ("" if meta["threads"] == 1 else " (with more than one thread this misses the worker threads' time)")
+            + ".",
         ]
     return "\n".join(lines) + "\n"
 

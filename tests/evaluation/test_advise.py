@@ -30,7 +30,8 @@ def test_few_labels_prefer_unfreezing_many_labels_fine_tuning_small_budgets_froz
 
 def test_weights_that_miss_the_bands_are_not_proposed() -> None:
     recs = recommend(facts(k=100, coverage=0.25), AdviseConfig())
-    assert [r.strategy for r in recs] == ["finetune"] and recs[0].options == {"weights": None}
+    assert [r.strategy for r in recs] == ["finetune", "feature-extraction"] and recs[0].options == {"weights": None}
+    assert recs[1].options == {"weights": None, "classifier": "logreg"}
     assert "fill only 25%" in recs[0].reason and "eotransfer pretrain" in recs[0].reason
 
 
@@ -45,6 +46,17 @@ def test_unseen_classes_new_classes_shift_robustness_and_size_limits() -> None:
     assert "distill" not in ranked(facts(), max_params_m=50.0)
 
 
+def test_weights_whose_features_do_not_transfer_give_way_to_training_from_scratch() -> None:
+    f = facts(k=20, probe_pretrained=0.55, probe_random=0.80)
+    assert not f.weights_transfer
+    recs = recommend(f, AdviseConfig())
+    assert recs[0].strategy == "finetune" and recs[0].options["weights"] is None
+    assert "no better than a randomly initialised network's" in recs[0].reason and "0.550 vs. 0.800" in recs[0].reason
+    assert all(r.options.get("weights") is None for r in recs)
+    # features that beat random ones keep the pre-trained ranking
+    assert ranked(facts(k=20, probe_pretrained=0.81, probe_random=0.80))[0] == "progressive-unfreeze"
+
+
 def test_inspect_the_fixture_and_its_shifted_copy(eurosat_like: Path) -> None:
     f, ds = inspect_task(AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", target=str(eurosat_like),
                                       target_bands="eurosat-ms"))  # fmt: skip
@@ -52,6 +64,39 @@ def test_inspect_the_fixture_and_its_shifted_copy(eurosat_like: Path) -> None:
     assert f.labels_per_class == ds.class_counts()
     assert f.weights == "eotransfer:eurosat-s2-resnet10t-moco" and f.band_coverage == 1.0
     assert f.target_pad is not None and f.target_pad < 0.5  # the same images: no domain gap
+    # the transfer probe ran both feature sets through cross-validated logistic regression
+    assert f.probe_pretrained is not None and f.probe_random is not None
+    assert 0.0 <= f.probe_pretrained <= 1.0 and 0.0 <= f.probe_random <= 1.0
+    g, _ = inspect_task(AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", probe=False))
+    assert g.probe_pretrained is None and g.weights_transfer
+
+
+def test_transfer_probe_subsamples_per_class(eurosat_like: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from eotransfer.evaluation import advise as advise_module
+
+    seen: list[tuple[object, np.ndarray]] = []
+
+    def fake_cv(ds: object, rec: object, cfg: object, deadline: float, indices: np.ndarray) -> list[float]:
+        seen.append((rec.options["weights"], indices))  # type: ignore[attr-defined]
+        return [0.9, 0.7] if rec.options["weights"] else [0.4, 0.6]  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(advise_module, "cross_validate", fake_cv)
+    ds = eotransfer_data(eurosat_like)
+    pre, rnd = advise_module.transfer_probe(ds, "w", AdviseConfig(probe_samples=20))
+    assert (pre, rnd) == pytest.approx((0.8, 0.5))
+    assert [w for w, _ in seen] == ["w", None]
+    idx = seen[0][1]
+    assert np.array_equal(idx, seen[1][1]) and len(idx) <= 20 + len(ds.classes)
+    counts = np.bincount(ds.labels[idx], minlength=len(ds.classes))
+    assert (counts >= 2).all()  # every class kept, at least two samples for the folds
+
+
+def eotransfer_data(path: Path) -> object:
+    from eotransfer.api import FitConfig, load_data
+
+    return load_data(FitConfig(data=str(path), bands="eurosat-ms"))
 
 
 def test_auto_measures_candidates_and_keeps_the_best(eurosat_like: Path, tmp_path: Path) -> None:

@@ -52,6 +52,10 @@ class AdviseConfig(DataOptions):
     folds: int = param(3, "cross-validation folds of --auto", 2, 20)
     seed: int = param(0, "random seed", 0, 2**31 - 1)
     out: str | None = param(None, "--auto: directory of the winning model")
+    probe: bool = param(
+        True, "check that the pre-trained features transfer: a quick CV of frozen features vs. a random-init network's"
+    )
+    probe_samples: int = param(600, "labelled samples the transfer probe uses at most", 20, 10**6)
     verbose: bool = param(True, "print the inspection and the ranking")
 
 
@@ -81,6 +85,14 @@ class TaskFacts:
     target_pad: float | None = None
     gpu: bool = False
     seconds_per_epoch_estimate: float = 0.0
+    #: transfer probe: CV accuracy of logistic regression on frozen pre-trained / random-init features
+    probe_pretrained: float | None = None
+    probe_random: float | None = None
+
+    @property
+    def weights_transfer(self) -> bool:
+        """False when the probe found the pre-trained features no better than a random network's."""
+        return self.probe_pretrained is None or self.probe_random is None or self.probe_pretrained > self.probe_random
 
 
 def band_coverage(data_bands: Any, weight_bands: Any) -> float:
@@ -141,13 +153,43 @@ def inspect_task(cfg: AdviseConfig) -> tuple[TaskFacts, Any]:
     gpu = torch.cuda.is_available()
     per_epoch = len(ds) * 0.004 * (h * w) / (64 * 64) / (50 if gpu else 1)
     facts = TaskFacts(len(ds), list(ds.classes), counts, ds.bands.keys, weights, cov, unseen, pad, gpu, per_epoch)
+    if cfg.probe and weights is not None and cov >= MIN_BAND_COVERAGE and min(counts.values(), default=0) >= 2:
+        facts.probe_pretrained, facts.probe_random = transfer_probe(ds, weights, cfg)
     return facts, ds
+
+
+def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> tuple[float, float]:
+    """Do the weights' features transfer to these images?  Mean CV accuracy, pre-trained vs. random init.
+
+    Run by :func:`inspect_task` when every class has at least two labelled samples (two folds).
+
+    A logistic regression on frozen, globally pooled features, cross-validated on at most
+    ``probe_samples`` labelled samples, once with the pre-trained weights and once with the same
+    architecture randomly initialised: the cheap "linear evaluation" of representation learning
+    (Kornblith et al. 2019, "Do Better ImageNet Models Transfer Better?", CVPR).  Weights pre-trained
+    on another sensor or resolution (10 m Sentinel-2 weights on 0.5 m aerial chips, say) can do no
+    better than random features; then the rules do not count on them.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    idx = np.arange(len(ds))
+    if len(idx) > cfg.probe_samples:  # stratified subsample: every class keeps its share (at least 2)
+        share = cfg.probe_samples / len(idx)
+        idx = np.sort(np.concatenate([
+            rng.choice(c_idx, min(len(c_idx), max(2, round(share * len(c_idx)))), replace=False)
+            for c in np.unique(ds.labels) if len(c_idx := np.flatnonzero(ds.labels == c))
+        ]))  # fmt: skip
+    accs = []
+    for w in (weights, None):
+        rec = Recommendation("feature-extraction", {"weights": w, "classifier": "logreg"}, "probe", 0.0)
+        folds = cross_validate(ds, rec, cfg, math.inf, indices=idx)
+        accs.append(float(np.mean(folds)))
+    return accs[0], accs[1]
 
 
 def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
     """Ranked strategies for the task (highest score first), each with its reason."""
     k = min(facts.labels_per_class.values()) if facts.labels_per_class else 0
-    pre = facts.weights is not None and facts.band_coverage >= MIN_BAND_COVERAGE
+    pre = facts.weights is not None and facts.band_coverage >= MIN_BAND_COVERAGE and facts.weights_transfer
     w = {"weights": facts.weights} if pre else {}
     src = f"the pre-trained weights {facts.weights} (they fill {facts.band_coverage:.0%} of the data's bands)"
     epochs_affordable = cfg.budget_minutes * 60 / max(facts.seconds_per_epoch_estimate, 1e-3)
@@ -186,11 +228,19 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
             "learning rate" + ("" if epochs_affordable >= 30 else "; the budget allows few epochs on this machine"))  # fmt: skip
         add("linear-probe", 5, f"a linear head on the frozen features of {src}; cheap and hard to overfit")
     else:
-        why = ("no local pre-trained weights of this architecture" if facts.weights is None else
-               f"the weights {facts.weights} fill only {facts.band_coverage:.0%} of the data's bands")  # fmt: skip
-        add("finetune", 6 if k >= 50 else 3, f"{why}: training from scratch needs many labels per class ({k} here); "
+        if facts.weights is None:
+            why = "no local pre-trained weights of this architecture"
+        elif facts.band_coverage < MIN_BAND_COVERAGE:
+            why = f"the weights {facts.weights} fill only {facts.band_coverage:.0%} of the data's bands"
+        else:
+            why = (f"frozen features of the weights {facts.weights} classify these images no better than a randomly "
+                   f"initialised network's (logistic regression, cross-validated: {facts.probe_pretrained:.3f} vs. "
+                   f"{facts.probe_random:.3f}), so they do not transfer here (another sensor or resolution)")  # fmt: skip
+        add("finetune", 6 if k >= 50 else 3, f"{why}: train end to end from scratch ({k} labels per class here); "
             "self-supervised pre-training on unlabelled imagery of this sensor (eotransfer pretrain) would help",
             weights=None)  # fmt: skip
+        add("feature-extraction", 2.5, f"{why}: a logistic regression on the features of a randomly initialised "
+            "network, a cheap baseline", weights=None, classifier="logreg")  # fmt: skip
     if cfg.robust:
         add("adversarial", 9.5, "the model must withstand perturbations: adversarial fine-tuning (PGD) trades a "
             "little clean accuracy for robust accuracy")  # fmt: skip
@@ -216,6 +266,13 @@ def facts_table(facts: TaskFacts) -> str:
             "pre-trained weights",
             f"{facts.weights} (fill {facts.band_coverage:.0%} of the bands)" if facts.weights else "none",
         ),  # fmt: skip
+        (
+            "transfer probe",
+            "not run"
+            if facts.probe_pretrained is None or facts.probe_random is None
+            else f"frozen features + logistic regression (CV): pre-trained {facts.probe_pretrained:.3f}, random init "
+            f"{facts.probe_random:.3f}" + ("" if facts.weights_transfer else ": the weights do not transfer"),
+        ),  # fmt: skip
         ("classes without labels", ", ".join(facts.unseen_classes) or "none"),
         (
             "target domain gap (PAD)",
@@ -238,22 +295,30 @@ def ranking_table(recs: list[Recommendation]) -> str:
     return "\n".join(lines)
 
 
-def cross_validate(ds: Any, rec: Recommendation | None, cfg: AdviseConfig, deadline: float) -> list[float]:
-    """Accuracy on each of ``cfg.folds`` stratified folds; ``rec=None`` scores the band-statistics reference."""
+def cross_validate(
+    ds: Any, rec: Recommendation | None, cfg: AdviseConfig, deadline: float, indices: np.ndarray | None = None
+) -> list[float]:
+    """Accuracy on each of ``cfg.folds`` stratified folds (of ``indices``, default every sample).
+
+    ``rec=None`` scores the band-statistics reference.
+    """
     from sklearn.model_selection import StratifiedKFold
 
     from eotransfer.api import fit
     from eotransfer.data.splits import Split
     from eotransfer.evaluation.benchmark import reference_accuracy
 
-    folds = min(cfg.folds, int(np.bincount(ds.labels).min()))
+    idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
+    labels = ds.labels[idx]
+    present = np.bincount(labels)
+    folds = min(cfg.folds, int(present[present > 0].min()))
     if folds < 2:
         raise ConfigError("--auto: cross-validation needs at least 2 labelled samples per class")
     accs: list[float] = []
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=cfg.seed).split(ds.labels, ds.labels):
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=cfg.seed).split(labels, labels):
         if time.time() > deadline and accs:
             break
-        split = Split(train, np.zeros(0, np.int64), test)
+        split = Split(idx[train], np.zeros(0, np.int64), idx[test])
         if rec is None:
             accs.append(float(reference_accuracy(ds, split, cfg.seed)["overall_accuracy"]))
             continue
