@@ -3,8 +3,9 @@
 For each benchmark table given (``rows.jsonl`` of ``reuse_strategies.py``/``pretrain_transfer.py`` or
 ``results.csv`` of ``eotransfer benchmark``) and each labels-per-class setting in it, the advisor is asked
 for its first choice on that data set with that many labels per class (its rules, without ``--auto``),
-and the choice is looked up among the table's pre-trained rows.  Reported: the advisor's pick and its
-mean accuracy, the best strategy's, and the gap.  Reference rows (band statistics + logistic
+and the choice is looked up in the table with its initialisation (pre-trained, or from scratch when the
+advisor's transfer probe found that the weights do not transfer).  Reported: the advisor's pick and its
+mean accuracy, the best strategy's (pre-trained or from scratch), and the gap.  Reference rows (band statistics + logistic
 regression, training from scratch) are shown but are not strategies the advisor can pick.
 
     python benchmarks/advise_validation.py --data ../shared/data/eurosat-ms --bands eurosat-ms \
@@ -77,27 +78,32 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
     for k in sorted({key[0] for key in by}, key=lambda v: (isinstance(v, str), v)):
         per_class = int(k) if k != "all" else max(1, n_train.get(k, 0) // max(len(ds.classes), 1))
         f = facts.__class__(**{**facts.__dict__, "labels_per_class": dict.fromkeys(facts.classes, per_class)})
-        pick = advisor_name(recommend(f, cfg)[0])
+        first = recommend(f, cfg)[0]
+        pick = (advisor_name(first), "pretrained" if first.options.get("weights") else "scratch")
         means = {(i, s): float(np.mean(v)) for (kk, i, s), v in by.items() if kk == k}
-        strategies = {s: m for (i, s), m in means.items() if i == "pretrained"}
+        # every strategy the advisor could pick, from pre-trained weights or from scratch (not the reference)
+        strategies = {(s, i): m for (i, s), m in means.items() if i in ("pretrained", "scratch")}
         if not strategies:
             continue
         best = max(strategies, key=lambda s: strategies[s])
         got = strategies.get(pick)
         out.append({
-            "k": k, "labels_per_class": per_class, "advisor": pick, "advisor_accuracy": got,
-            "best": best, "best_accuracy": strategies[best],
+            "k": k, "labels_per_class": per_class, "advisor": f"{pick[0]} ({pick[1]})", "advisor_accuracy": got,
+            "best": f"{best[0]} ({best[1]})", "best_accuracy": strategies[best],
             "gap_points": None if got is None else round(100 * (strategies[best] - got), 1),
             "band_stats": means.get(("—", "band-stats+LR")),
             "scratch_best": max((m for (i, _), m in means.items() if i == "scratch"), default=None),
         })  # fmt: skip
-    return out, {"data": data, "table": str(table), "n_samples": facts.n_samples}
+    probe = (facts.probe_pretrained, facts.probe_random)
+    return out, {"data": data, "table": str(table), "n_samples": facts.n_samples, "transfer_probe": probe}
 
 
 def markdown(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> str:
     lines = ["# Advisor vs. benchmark: is the first choice within 2 points of the best strategy?", ""]
     for rows, meta in results:
-        lines += [f"**{meta['data']}** — table `{meta['table']}`", "",
+        pp, pr = meta.get("transfer_probe", (None, None))
+        probe = "" if pp is None else f" (transfer probe: pre-trained features {pp:.3f}, random init {pr:.3f})"
+        lines += [f"**{meta['data']}** — table `{meta['table']}`{probe}", "",
                   "| labels/class | advisor's first choice | its accuracy | best strategy | best | gap (points) | within 2 | "
                   "band stats + LR | best from scratch |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in rows:
