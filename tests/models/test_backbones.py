@@ -22,6 +22,7 @@ EXPECTED_FEATURES = {
     "resnet18": 512,
     "resnet34": 512,
     "resnet50": 2048,
+    "regnetx_004": 384,
     "convnext_atto": 320,
     "convnext_tiny": 768,
     "vit_small_patch16_224": 384,

@@ -26,6 +26,7 @@ RESNET = ["stem", "layer1", "layer2", "layer3", "layer4"]
 EXPECTED_STAGES = {
     "resnet": RESNET,
     "convnext": ["stem", "stages.0", "stages.1", "stages.2", "stages.3", "head"],
+    "regnet": ["stem", "s1", "s2", "s3", "s4"],
     "vit": ["stem", *(f"blocks.{i}" for i in range(12)), "norm"],
 }
 FAST: dict[str, Any] = {"labels_per_class": 3, "progress": False, "verbose": False, "accelerator": "cpu", "patience": 0}

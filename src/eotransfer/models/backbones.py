@@ -48,6 +48,11 @@ for _name in ("resnet18", "resnet34", "resnet50"):
     register_architecture(Architecture(_name, _name, "conv1.weight", _RESNET_STAGES, "resnet"))
 # ResNet-10-T (timm): deep 3-conv stem, one block per stage; 4.9 M parameters, the compact default
 register_architecture(Architecture("resnet10t", "resnet10t", "conv1.0.weight", _RESNET_STAGES, "resnet"))
+# RegNetX-400MF (Radosavovic et al. 2020, "Designing Network Design Spaces", CVPR): 4.8 M parameters like
+# resnet10t but about 5x less CPU time per image than resnet34 (resnet10t: about 3x), a deployment student
+register_architecture(
+    Architecture("regnetx_004", "regnetx_004", "stem.conv.weight", ("stem", "s1", "s2", "s3", "s4"), "regnet")
+)
 # ConvNeXt needs 32 px at least: a 4x4 stem and three 2x2 downsampling convolutions without padding.
 for _name in ("convnext_atto", "convnext_tiny"):
     register_architecture(
