@@ -57,12 +57,22 @@ def test_weights_whose_features_do_not_transfer_give_way_to_training_from_scratc
     assert ranked(facts(k=20, probe_pretrained=0.81, probe_random=0.80))[0] == "progressive-unfreeze"
 
 
+def test_weights_from_another_sensor_are_used_frozen_with_few_labels() -> None:
+    assert ranked(facts(k=5, weights_same_sensor=False))[0] == "feature-extraction"
+    assert ranked(facts(k=20, weights_same_sensor=False))[0] == "feature-extraction"
+    recs = recommend(facts(k=5, weights_same_sensor=False), AdviseConfig())
+    assert "another sensor" in recs[0].reason and recs[0].options == {"weights": "eotransfer:w", "classifier": "logreg"}
+    assert ranked(facts(k=100, weights_same_sensor=False))[0] == "finetune"  # many labels: adapt them
+    assert ranked(facts(k=5, weights_same_sensor=True))[0] == "progressive-unfreeze"  # same sensor: unfreeze
+
+
 def test_inspect_the_fixture_and_its_shifted_copy(eurosat_like: Path) -> None:
     f, ds = inspect_task(AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", target=str(eurosat_like),
                                       target_bands="eurosat-ms"))  # fmt: skip
     assert f.n_samples == len(ds) and f.classes == CLASSES
     assert f.labels_per_class == ds.class_counts()
     assert f.weights == "eotransfer:eurosat-s2-resnet10t-moco" and f.band_coverage == 1.0
+    assert f.weights_same_sensor is True  # the fixture has the weights' own 13 Sentinel-2 bands
     assert f.target_pad is not None and f.target_pad < 0.5  # the same images: no domain gap
     # the transfer probe ran both feature sets through cross-validated logistic regression
     assert f.probe_pretrained is not None and f.probe_random is not None
