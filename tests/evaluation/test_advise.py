@@ -157,3 +157,8 @@ def test_inspect_a_raster_with_labelled_polygons() -> None:
                                       bands="landsat8:B2,B3,B4"))  # fmt: skip
     assert f.classes == ["crop", "developed", "tree", "water"] and f.n_samples == len(ds) == 10
     assert sorted(f.labels_per_class.values()) == [1, 1, 4, 4]
+    from eotransfer.evaluation.advise import cautions
+
+    (warning,) = cautions(f)
+    assert "crop (4), developed (1), tree (1), water (4)" in warning and "zero-shot" in warning
+    assert cautions(facts(k=5)) == []

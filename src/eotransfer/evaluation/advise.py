@@ -274,6 +274,19 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
     return recs
 
 
+def cautions(facts: TaskFacts, min_per_class: int = 5) -> list[str]:
+    """What makes any ranking unreliable: classes too small to train on, or to score a model on."""
+    few = {c: n for c, n in facts.labels_per_class.items() if n < min_per_class}
+    if not few:
+        return []
+    names = ", ".join(f"{c} ({n})" for c, n in few.items())
+    return [
+        f"classes with fewer than {min_per_class} labelled samples: {names}. No strategy can be compared on held-out "
+        "data with so few; label more (even 5 per class), or name such classes with zero-shot (--unseen-classes) "
+        "or give them at prediction time (protonet)"
+    ]
+
+
 def facts_table(facts: TaskFacts) -> str:
     k = list(facts.labels_per_class.values())
     rows = [
@@ -361,7 +374,7 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
         raise ConfigError("advise: give the labelled data set (DATA)")
     facts, ds = inspect_task(cfg)
     recs = recommend(facts, cfg)
-    result: dict[str, Any] = {"facts": dataclasses.asdict(facts), "ranking": recs}
+    result: dict[str, Any] = {"facts": dataclasses.asdict(facts), "ranking": recs, "warnings": cautions(facts)}
     if cfg.auto:
         deadline = time.time() + cfg.budget_minutes * 60
         measurable = [r for r in recs if r.strategy not in ("zero-shot", "protonet", "distill", "coral", "dann")]
@@ -386,6 +399,8 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
     if cfg.verbose:
         print(facts_table(facts))
         print()
+        for line in result["warnings"]:
+            print(f"warning: {line}")
         print(ranking_table(recs))
         if cfg.auto:
             m, h = result["reference_cv"]
