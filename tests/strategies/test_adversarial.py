@@ -15,7 +15,7 @@ from torch.nn import functional as F
 import eotransfer
 from eotransfer.bands import BandSet
 from eotransfer.errors import ConfigError
-from eotransfer.evaluation.attacks import band_range
+from eotransfer.evaluation.attacks import band_range, pgd
 from eotransfer.models.model import EOClassifier
 from eotransfer.strategies.adversarial import Adversarial, AdversarialParams
 
@@ -98,6 +98,32 @@ def test_fgsm_examples_sit_on_the_edge_of_the_budget(data: tuple) -> None:
     assert delta.tolist() == pytest.approx([0.0, 30.0, 0.0, 0.0], abs=1e-3)  # only B03 is attacked
 
 
+def test_validation_selects_on_robust_accuracy_unless_told_clean(data: tuple) -> None:
+    # Rice et al. 2020: the kept epoch and early stopping follow robust, not clean, validation accuracy;
+    # selecting on clean accuracy kept the first (least adversarially trained) end-to-end epoch
+    arr, y = data
+    x = torch.from_numpy(arr)
+    model = small_model()
+    val = [{"image": x[i], "label": int(y[i])} for i in range(len(arr))]
+    s = prepared(arr, eps="0.02", val_pgd_steps=5)
+    assert s.budget is not None
+    scores = s.validate(model, val, SimpleNamespace())
+    x_adv = pgd(model, x, y, s.budget.eps, s.budget.lo, s.budget.hi, 5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        clean = (model(x).argmax(1) == y).float().mean().item()
+        robust = (model(x_adv).argmax(1) == y).float().mean().item()
+        robust_loss = F.cross_entropy(model(x_adv), y).item()
+    assert robust < clean
+    assert scores["val_accuracy"] == pytest.approx(robust) and scores["val_loss"] == pytest.approx(
+        robust_loss, rel=1e-5
+    )
+    assert scores["val_clean_accuracy"] == pytest.approx(clean)
+    assert not model.training  # the mode the model came in is kept
+    engine = SimpleNamespace(predict_logits=lambda m, v: (m(x).detach(), y))
+    by_clean = prepared(arr, eps="0.02", select_on="clean").validate(model, val, engine)
+    assert by_clean["val_accuracy"] == pytest.approx(clean) and "val_clean_accuracy" not in by_clean
+
+
 def test_errors_name_the_option(data: tuple) -> None:
     arr, _ = data
     with pytest.raises(ConfigError, match="^--adv-loss trades: needs --attack pgd"):
@@ -121,6 +147,7 @@ def test_fit_saves_the_budget_and_range(eurosat_like: Path, tmp_path: Path) -> N
                             head_epochs=1, epochs=1, pgd_steps=1, eps="0.002", batch_size=16, accelerator="cpu",
                             progress=False, verbose=False, out=str(out))  # fmt: skip
     assert [row["phase"] for row in result.history] == ["head", "adversarial"]
+    assert {"val_accuracy", "val_clean_accuracy"} <= set(result.history[-1])  # robust selection by default
     record = json.loads((out / "adversarial.json").read_text())
     from eotransfer.data.base import open_dataset
 

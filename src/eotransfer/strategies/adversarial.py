@@ -11,6 +11,13 @@ The budget ``--eps`` is in reflectance units per band (:mod:`eotransfer.evaluati
 adversarial images are clipped to each band's valid range: by default the minimum and maximum of
 that band over the training split (found in :meth:`Adversarial.prepare`), or ``--valid-range``.
 The range and budget used are saved beside the model (``adversarial.json``).
+
+Which end-to-end epoch is kept, and when training stops early, is decided by the *robust*
+validation accuracy (PGD at the training budget, ``--val-pgd-steps`` steps) by default, as Rice,
+Wong & Kolter 2020 ("Overfitting in adversarially robust deep learning", ICML) do: clean accuracy
+falls as adversarial training proceeds (the trade-off of Tsipras et al. 2019 and Zhang et al. 2019),
+so selecting on it keeps the least adversarially trained epoch, and early stopping on it ends the
+adversarial phase after a few epochs (``--select-on clean`` does that, as ``finetune``).
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ class AdversarialParams(FinetuneParams):
     adv_loss: str = param("mixed", "mixed: clean + adversarial cross-entropy | trades: CE(clean) + β·KL(clean‖adv)",
                           choices=("mixed", "trades"))  # fmt: skip
     trades_beta: float = param(6.0, "TRADES: weight β of the KL term (Zhang et al. 2019 use 6)", 0.0, 1000.0)
+    select_on: str = param("robust", "validation score that picks the kept epoch and drives early stopping: robust "
+                           "(accuracy under PGD at --eps, Rice et al. 2020) | clean", choices=("robust", "clean"))  # fmt: skip
+    val_pgd_steps: int = param(10, "PGD steps of the validation attack (--select-on robust)", 1, 1000)
     value_per_reflectance: float | None = param(
         None, "data units per reflectance unit (10000 for Sentinel-2 x10^4, 255 for 8-bit); guessed if omitted", 1e-6
     )
@@ -134,6 +144,38 @@ class Adversarial(Strategy):
         ce_clean, ce_adv = self.loss(model, logits[:n], labels), self.loss(model, logits[n:], labels)
         return (1.0 - p.adv_ratio) * ce_clean + p.adv_ratio * ce_adv
 
+    def validate(self, model: nn.Module, val: Any, engine: Any) -> dict[str, float]:
+        """Clean and robust validation scores; ``val_accuracy``/``val_loss`` (which select) are the robust ones.
+
+        Robust: PGD (``--val-pgd-steps`` steps, random start drawn from a fixed seed, so every epoch
+        faces the same starts) at the training budget, the model in eval mode (Rice et al. 2020 stop
+        early on this).  With ``--select-on clean``: the clean scores, as every other strategy.
+        """
+        b, p = self.budget, self.params
+        if p.select_on == "clean" or b is None:
+            return super().validate(model, val, engine)
+        device = next(model.parameters()).device
+        gen = torch.Generator().manual_seed(0)
+        logits_clean, logits_adv, labels = [], [], []
+        batch_size = max(1, int(getattr(getattr(engine, "cfg", None), "eval_batch_size", 128)))
+        for s in range(0, len(val), batch_size):
+            items = [val[i] for i in range(s, min(s + batch_size, len(val)))]
+            x = torch.stack([torch.as_tensor(it["image"]) for it in items]).float().to(device)
+            y = torch.as_tensor([int(it["label"]) for it in items], dtype=torch.long, device=device)
+            x_adv = pgd(model, x, y, b.eps, b.lo, b.hi, p.val_pgd_steps, generator=gen)
+            with eval_mode(model), torch.no_grad():
+                logits_clean.append(model(x).float().cpu())
+                logits_adv.append(model(x_adv).float().cpu())
+            labels.append(y.cpu())
+        yv = torch.cat(labels)
+        clean, adv = torch.cat(logits_clean), torch.cat(logits_adv)
+        return {
+            "val_loss": float(F.cross_entropy(adv, yv)),
+            "val_accuracy": float((adv.argmax(1) == yv).float().mean()),
+            "val_clean_loss": float(F.cross_entropy(clean, yv)),
+            "val_clean_accuracy": float((clean.argmax(1) == yv).float().mean()),
+        }
+
     def model_files(self) -> dict[str, bytes]:
         """``adversarial.json``: the budget and valid range the model was trained with, per band."""
         if self.budget is None:
@@ -141,6 +183,7 @@ class Adversarial(Strategy):
         record = {
             "attack": self.params.attack,
             "adv_loss": self.params.adv_loss,
+            "select_on": self.params.select_on,
             **self.budget.to_dict(self.band_names),
         }
         return {"adversarial.json": json.dumps(record, indent=2).encode()}
