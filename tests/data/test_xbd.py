@@ -115,7 +115,8 @@ def test_modes_events_and_locations(xbd_root: Path) -> None:
         XBDDataset(xbd_root, mode="both")
 
 
-def test_tiles_decoded_once(xbd_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The paths the xbd format decodes from now on, in order."""
     calls: list[Path] = []
     real = xbd_module.read_pixels
 
@@ -124,6 +125,11 @@ def test_tiles_decoded_once(xbd_root: Path, monkeypatch: pytest.MonkeyPatch) -> 
         return real(path)
 
     monkeypatch.setattr(xbd_module, "read_pixels", counting)
+    return calls
+
+
+def test_tiles_decoded_once(xbd_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_reads(monkeypatch)
     ds = XBDDataset(xbd_root, include_unclassified=True)
     for i in range(len(ds)):
         ds.read(i)
@@ -138,14 +144,7 @@ def test_shuffled_reading_of_many_tiles_decodes_each_once(tmp_path: Path, monkey
     (root / "labels").mkdir()
     for t in range(10):  # more tiles than a small cache would hold
         _write_tile(root, f"fire-a_{t:08d}", [("no-damage", 20, 20, 8), ("destroyed", 60, 60, 8)], seed=t)
-    calls: list[Path] = []
-    real = xbd_module.read_pixels
-
-    def counting(path: Path, window: object = None) -> np.ndarray:
-        calls.append(path)
-        return real(path)
-
-    monkeypatch.setattr(xbd_module, "read_pixels", counting)
+    calls = _count_reads(monkeypatch)
     ds = XBDDataset(root, chip_size=8)
     rng = np.random.default_rng(0)
     chips = {}
