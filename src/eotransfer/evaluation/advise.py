@@ -135,15 +135,10 @@ def inspect_task(cfg: AdviseConfig) -> tuple[TaskFacts, Any]:
     ds = load_data(cfg)
     counts = ds.class_counts()
     unseen = [c.strip() for c in (cfg.unseen_classes or "").split(",") if c.strip()]
-    weights: str | None
-    if cfg.weights:
-        weights = cfg.weights
-        cov = band_coverage(ds.bands, resolve_weights(cfg.weights, cfg.backbone).bands)
-    else:
-        weights, cov = best_weights(ds.bands, cfg.backbone)
-    same_sensor = (
-        None if weights is None else set(ds.bands.keys) <= set(resolve_weights(weights, cfg.backbone).bands.keys)
-    )
+    weights = cfg.weights or best_weights(ds.bands, cfg.backbone)[0]
+    weight_bands = resolve_weights(weights, cfg.backbone).bands if weights else None
+    cov = band_coverage(ds.bands, weight_bands) if weight_bands is not None else 0.0
+    same_sensor = None if weight_bands is None else set(ds.bands.keys) <= set(weight_bands.keys)
     pad = None
     if cfg.target:
         tgt = open_pool_source(cfg.target, bands=cfg.target_bands)

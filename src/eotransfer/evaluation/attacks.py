@@ -22,7 +22,7 @@ accumulates in the parameters' ``.grad``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,6 +226,32 @@ def make_budget(
     return Budget(eps, np.asarray(lo, np.float64), np.asarray(hi, np.float64), float(vpr), eps_r)
 
 
+def clean_and_attacked_logits(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], budget: Budget, attack: str = "pgd",
+    steps: int = 10, generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``model``'s logits on each batch ``(x, y)`` (data units) and on its attacked copy, with the labels (on CPU).
+
+    The attack runs with the model in eval mode (its BatchNorm statistics fixed), as in evaluation.
+    """
+    device = next(model.parameters()).device
+    clean, adv, ys = [], [], []
+    for xb, yb in batches:
+        x, y = xb.float().to(device), yb.long().to(device)
+        if attack == "fgsm":
+            xa = fgsm(model, x, y, budget.eps, budget.lo, budget.hi)
+        else:
+            xa = pgd(model, x, y, budget.eps, budget.lo, budget.hi, steps=steps, generator=generator)
+        with eval_mode(model), torch.no_grad():
+            clean.append(model(x).float().cpu())
+            adv.append(model(xa).float().cpu())
+        ys.append(y.cpu())
+    if not ys:
+        empty = torch.zeros(0, 0)
+        return empty, empty, torch.zeros(0, dtype=torch.long)
+    return torch.cat(clean), torch.cat(adv), torch.cat(ys)
+
+
 def robust_accuracy(
     model: nn.Module, read: Callable[[int], np.ndarray], indices: Sequence[int] | np.ndarray, labels: np.ndarray,
     budget: Budget, attack: str = "pgd", steps: int = 10, seed: int = 0, batch_size: int = 64,
@@ -236,22 +262,15 @@ def robust_accuracy(
     """
     if attack not in ATTACKS:
         raise ConfigError(f"--attack: {attack!r} is not one of {', '.join(ATTACKS)}")
-    device = next(model.parameters()).device
+    batches = (
+        (torch.from_numpy(np.stack([read(int(i)) for i in indices[s : s + batch_size]]).astype(np.float32)),
+         torch.as_tensor(labels[s : s + batch_size], dtype=torch.long))
+        for s in range(0, len(indices), batch_size)
+    )  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
-    clean, adv = [], []
-    for s in range(0, len(indices), batch_size):
-        batch = np.stack([read(int(i)) for i in indices[s : s + batch_size]]).astype(np.float32)
-        x = torch.from_numpy(batch).to(device)
-        y = torch.as_tensor(labels[s : s + batch_size], dtype=torch.long, device=device)
-        if attack == "fgsm":
-            xa = fgsm(model, x, y, budget.eps, budget.lo, budget.hi)
-        else:
-            xa = pgd(model, x, y, budget.eps, budget.lo, budget.hi, steps=steps, generator=gen)
-        with eval_mode(model), torch.no_grad():
-            clean.append(model(x).argmax(1).cpu().numpy())
-            adv.append(model(xa).argmax(1).cpu().numpy())
-    pred_clean = np.concatenate(clean) if clean else np.zeros(0, np.int64)
-    pred_adv = np.concatenate(adv) if adv else np.zeros(0, np.int64)
+    logits_clean, logits_adv, _ = clean_and_attacked_logits(model, batches, budget, attack, steps, gen)
+    pred_clean = logits_clean.argmax(1).numpy() if len(logits_clean) else np.zeros(0, np.int64)
+    pred_adv = logits_adv.argmax(1).numpy() if len(logits_adv) else np.zeros(0, np.int64)
     n = len(pred_clean)
     return {
         "attack": attack,

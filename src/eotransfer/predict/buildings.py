@@ -79,8 +79,9 @@ def model_phases(band_keys: Sequence[str]) -> tuple[str, ...]:
             )
         phases = ("pre", "post")
     parts = {"pre": list(band_keys[: pre.count(True)]), "post": list(band_keys[pre.count(True) :])}
+    natives = _native_keys()
     for phase in phases:
-        native, part = _native_keys()[phase], parts[phase]
+        native, part = natives[phase], parts[phase]
         sensor = native[0].split(":")[0]
         if all(k.split(":")[0] == sensor for k in part) and part != native:
             # chips are cut with all of an image's bands in file order: a subset or reordering would feed

@@ -23,6 +23,7 @@ adversarial phase after a few epochs (``--select-on clean`` does that, as ``fine
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,16 @@ from torch.nn import functional as F
 
 from eotransfer.data.augment import guess_value_per_reflectance
 from eotransfer.errors import ConfigError
-from eotransfer.evaluation.attacks import Budget, band_range, eval_mode, fgsm, make_budget, parse_eps, pgd
+from eotransfer.evaluation.attacks import (
+    Budget,
+    band_range,
+    clean_and_attacked_logits,
+    eval_mode,
+    fgsm,
+    make_budget,
+    parse_eps,
+    pgd,
+)
 from eotransfer.strategies.base import Phase, Strategy, param, register_strategy
 from eotransfer.strategies.finetune import FinetuneParams, finetune_phases_with
 
@@ -154,21 +164,16 @@ class Adversarial(Strategy):
         b, p = self.budget, self.params
         if p.select_on == "clean" or b is None:
             return super().validate(model, val, engine)
-        device = next(model.parameters()).device
-        gen = torch.Generator().manual_seed(0)
-        logits_clean, logits_adv, labels = [], [], []
         batch_size = max(1, int(getattr(getattr(engine, "cfg", None), "eval_batch_size", 128)))
-        for s in range(0, len(val), batch_size):
-            items = [val[i] for i in range(s, min(s + batch_size, len(val)))]
-            x = torch.stack([torch.as_tensor(it["image"]) for it in items]).float().to(device)
-            y = torch.as_tensor([int(it["label"]) for it in items], dtype=torch.long, device=device)
-            x_adv = pgd(model, x, y, b.eps, b.lo, b.hi, p.val_pgd_steps, generator=gen)
-            with eval_mode(model), torch.no_grad():
-                logits_clean.append(model(x).float().cpu())
-                logits_adv.append(model(x_adv).float().cpu())
-            labels.append(y.cpu())
-        yv = torch.cat(labels)
-        clean, adv = torch.cat(logits_clean), torch.cat(logits_adv)
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for s in range(0, len(val), batch_size):
+                items = [val[i] for i in range(s, min(s + batch_size, len(val)))]
+                yield (torch.stack([torch.as_tensor(it["image"]) for it in items]),
+                       torch.as_tensor([int(it["label"]) for it in items]))  # fmt: skip
+
+        gen = torch.Generator().manual_seed(0)
+        clean, adv, yv = clean_and_attacked_logits(model, batches(), b, "pgd", p.val_pgd_steps, gen)
         return {
             "val_loss": float(F.cross_entropy(adv, yv)),
             "val_accuracy": float((adv.argmax(1) == yv).float().mean()),
