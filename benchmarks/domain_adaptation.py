@@ -68,6 +68,9 @@ from eotransfer.evaluation.reference import band_statistics_matrix, fit_band_sta
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = "eotransfer:eurosat-s2-resnet10t-moco"
 ADAPTING = ("dann", "mmd", "coral")
+ADABN = "adabn"
+#: the method name of an alignment method run with ``--target-bn`` (AdaBN after training)
+WITH_BN = " + AdaBN"
 SOURCE_ONLY = "finetune (source only)"
 SCRATCH = "finetune from scratch (reference)"
 BAND_STATS = "band statistics + logistic regression (reference)"
@@ -220,6 +223,9 @@ def run_task(name: str, source_path: Path, target_path: Path, args: argparse.Nam
     stats_src = band_statistics_matrix(src.checked_read, np.arange(len(src)))
     stats_tgt = band_statistics_matrix(tgt.checked_read, np.arange(len(tgt)))
     weights, epochs_list = parse_list(args.adapt_weight, float), parse_list(args.epochs, int)
+    if not set(parse_list(args.target_bn, str)) <= {"off", "on"}:
+        raise SystemExit(f"--target-bn: {args.target_bn!r}; give off, on or off,on")
+    target_bn = [v == "on" for v in parse_list(args.target_bn, str)]
     schedule = {"head_epochs": args.head_epochs, "batch_size": args.batch_size, "lr": args.lr,
                 "backbone_lr_factor": args.backbone_lr_factor, "patience": 0}  # fmt: skip
     common = {"backbone": "resnet10t", "accelerator": "cpu", "progress": False, "verbose": False, **schedule}
@@ -242,8 +248,11 @@ def run_task(name: str, source_path: Path, target_path: Path, args: argparse.Nam
         add(BAND_STATS, seed, clf.predict(stats_tgt))
         for k, epochs in enumerate(epochs_list):
             methods: list[tuple[str, float | None, dict[str, Any]]] = [(SOURCE_ONLY, None, {"strategy": "finetune", "weights": WEIGHTS})]  # fmt: skip
-            methods += [(m, w, {"strategy": m, "weights": WEIGHTS, "target": str(target_path), "adapt_weight": w})
-                        for w in weights for m in ADAPTING]  # fmt: skip
+            if True in target_bn:  # AdaBN alone: source-only training, BatchNorm statistics from the target
+                methods.append((ADABN, None, {"strategy": ADABN, "weights": WEIGHTS, "target": str(target_path)}))
+            methods += [(m + (WITH_BN if bn else ""), w, {"strategy": m, "weights": WEIGHTS, "target": str(target_path),
+                                                          "adapt_weight": w, "target_bn": bn})
+                        for w in weights for bn in target_bn for m in ADAPTING]  # fmt: skip
             if k == 0 and not args.no_scratch:
                 methods.append((SCRATCH, None, {"strategy": "finetune", "weights": None}))
             for method, weight, options in methods:
@@ -257,6 +266,11 @@ def run_task(name: str, source_path: Path, target_path: Path, args: argparse.Nam
                       f"{row['target_balanced_accuracy']:.3f} F1 {row['target_macro_f1']:.3f}  PAD {row['pad']:.3f}  "
                       f"source val {row['source_val_accuracy']:.3f}  ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
     return rows
+
+
+def is_adapting(method: str) -> bool:
+    """dann, mmd, coral (each with or without AdaBN) and AdaBN alone: the rows compared with source-only."""
+    return method == ADABN or method.removesuffix(WITH_BN) in ADAPTING
 
 
 def _missing(v: Any) -> bool:
@@ -298,7 +312,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 s[f"wins_{col}"] = sum(float(r[col]) > float(b[col]) for r, b in paired)
             s["selected"] = False
             out.append(s)
-        for method in ADAPTING:
+        for method in dict.fromkeys(s["method"] for s in out if is_adapting(s["method"])):
             settings = [s for s in out if s["task"] == task and s["method"] == method]
             if settings:
                 best = min(
@@ -319,8 +333,8 @@ def verdict(summary: list[dict[str, Any]]) -> str:
     """Per task: which (selected) adapting methods reach source-only, and whether the best gains +3 points."""
     parts = []
     for task in dict.fromkeys(s["task"] for s in summary):
-        adapt = [s for s in summary if s["task"] == task and s["method"] in ADAPTING and s["selected"]]
-        swept = sum(s["task"] == task and s["method"] in ADAPTING for s in summary) > len(adapt)
+        adapt = [s for s in summary if s["task"] == task and is_adapting(s["method"]) and s["selected"]]
+        swept = sum(s["task"] == task and is_adapting(s["method"]) for s in summary) > len(adapt)
         best = max(adapt, key=lambda s: s["delta_target_accuracy"])
         at_least = [s["label"] for s in adapt if s["delta_target_accuracy"] >= 0]
         parts.append(
@@ -333,7 +347,7 @@ def verdict(summary: list[dict[str, Any]]) -> str:
             f"{'met' if best['delta_target_accuracy'] >= 0.03 else 'not met'}"
         )
         if swept:
-            top = max((s for s in summary if s["task"] == task and s["method"] in ADAPTING),
+            top = max((s for s in summary if s["task"] == task and is_adapting(s["method"])),
                       key=lambda s: s["delta_target_accuracy"])  # fmt: skip
             parts.append(
                 f"{task}, for the record (chosen on target labels, not a result): the best setting of the sweep is "
@@ -344,7 +358,7 @@ def verdict(summary: list[dict[str, Any]]) -> str:
 
 def markdown(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The results page."""
-    lines = ["# Domain adaptation: source-only vs. DANN vs. MMD vs. CORAL", "", f"`{meta['command']}`", "",
+    lines = ["# Domain adaptation: source-only vs. DANN vs. MMD vs. CORAL (and AdaBN)", "", f"`{meta['command']}`", "",
              f"{meta['machine']}, torch {meta['torch']}; {meta['seeds']} seeds (0…{meta['seeds'] - 1}); "
              f"{meta['minutes']:.1f} minutes in all.", "",
              f"Schedule (every network): {json.dumps(meta['schedule'])}; adapt weight(s) λ = {meta['adapt_weight']} "
@@ -410,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--backbone-lr-factor", type=float, default=0.3)
     ap.add_argument("--adapt-weight", default="1", help="λ for dann/mmd/coral; comma-separated for a sweep")
+    ap.add_argument("--target-bn", default="off",
+                    help="off, on or off,on: run dann/mmd/coral without and/or with AdaBN after training "
+                         "(--target-bn); with on, AdaBN alone (adabn: source-only + target BatchNorm statistics) too")  # fmt: skip
     ap.add_argument("--no-scratch", action="store_true", help="leave out the from-scratch reference row")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/eotransfer-domain-adaptation", help="where the packed domains go")
@@ -442,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "seeds": args.seeds, "minutes": (time.perf_counter() - t0) / 60,
         "schedule": {"head_epochs": args.head_epochs, "epochs": parse_list(args.epochs, int), "batch_size": args.batch_size,
                      "lr": args.lr, "backbone_lr_factor": args.backbone_lr_factor},
-        "adapt_weight": parse_list(args.adapt_weight, float), "tasks": tasks,
+        "adapt_weight": parse_list(args.adapt_weight, float), "target_bn": args.target_bn, "tasks": tasks,
     }  # fmt: skip
     text = markdown(summary, meta)
     atomic_write_text(out / "domain_adaptation.md", text)

@@ -185,6 +185,7 @@ def fit(
         classifier = strategy.fit_classifier(*strategy.frozen_features(engine, model, train), len(ds.classes), cfg.seed)
     else:
         history = engine.fit(model, strategy, train, val if len(split.val) else None)
+        strategy.after_training(model, engine, train)
 
     metrics: dict[str, Any] = {}
     for name, subset in (("test", test), ("val", val)):

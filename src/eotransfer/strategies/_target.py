@@ -9,26 +9,61 @@ go through the backbone in one forward pass (:func:`logits_and_features`).  The 
 Target data sets that carry labels (class folders, say) are accepted: the methods are unsupervised,
 so the labels are ignored, and :func:`open_target_pool` says so once.  Score the adapted model on
 the labelled target with ``eotransfer evaluate``.
+
+``--target @test`` names the images of the fit's own test side (for instance the eastern blocks of
+``--split lonlat-block --test-blocks east``), labels unused: the transductive protocol of Ganin et
+al. 2016, where the unlabelled target images seen in training are the ones scored.  It lets a
+benchmark grid with a spatial split score every adaptation method on places no label came from.
+A single large raster as target gives many random windows (:data:`RASTER_TARGET_WINDOWS`), not one.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from eotransfer.data.base import EODataset
 from eotransfer.errors import BandError, ConfigError, DataError, EOTransferError
 
+#: ``--target`` value naming the fit's own test-side images (labels unused; transductive adaptation)
+TEST_SIDE = "@test"
+#: random windows drawn from a target that holds a single raster scene (one window per sample otherwise)
+RASTER_TARGET_WINDOWS = 2048
 
-def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = "--target") -> Any:
+
+class HeldOutImages(EODataset):
+    """The images of a data set's test side, with their labels hidden (``--target @test``)."""
+
+    format_name = "test-side"
+
+    def __init__(self, dataset: EODataset, indices: np.ndarray) -> None:
+        super().__init__("mask")
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+        self.bands = dataset.bands
+        self.classes = ["unlabelled"]
+        self.labels = np.zeros(len(self.indices), dtype=np.int64)
+        self.sources = [dataset.sources[int(i)] for i in self.indices]
+        self.locations = [dataset.locations[int(i)] for i in self.indices] if dataset.locations else []
+        self.root = Path(f"{dataset.root} ({TEST_SIDE}: the test side's images)")
+
+    def read(self, index: int) -> np.ndarray:
+        return self.dataset.checked_read(int(self.indices[index]))
+
+
+def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = "--target", split: Any = None) -> Any:
     """A :class:`~eotransfer.data.pool.PatchPool` of ``paths`` (comma-separated) in ``dataset``'s bands.
 
     Patches are cut at the training images' size; target images smaller than that are taken whole
-    (and resized by :func:`target_batch`).  Errors name ``option`` and its ``-bands`` companion.
+    (and resized by :func:`target_batch`).  :data:`TEST_SIDE` stands for ``split``'s test-side
+    images.  Errors name ``option`` and its ``-bands`` companion.
     """
-    from eotransfer.data.pool import PatchPool, open_pool_source
+    from eotransfer.data.pool import PatchPool, RasterFile, open_pool_source
 
     bands_option = f"{option}-bands"
     names = [x.strip() for x in paths.split(",") if x.strip()]
@@ -38,8 +73,17 @@ def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = 
             "(comma-separated)"
         )
     h, w = dataset.checked_read(0).shape[-2:]
-    sources = []
+    sources: list[EODataset] = []
     for path in names:
+        if path == TEST_SIDE:
+            test = np.zeros(0, np.int64) if split is None else np.asarray(split.test)
+            if not len(test):
+                raise ConfigError(
+                    f"{option} {TEST_SIDE}: this fit has no test side to adapt to; use a split with a test side "
+                    "(e.g. --split lonlat-block --test-blocks east) or pass the target imagery's path"
+                )
+            sources.append(HeldOutImages(dataset, test))
+            continue
         try:
             sources.append(open_pool_source(path, bands=bands))
         except EOTransferError as e:
@@ -48,6 +92,8 @@ def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = 
             raise ConfigError(f"{option}: {where}{e}{hint}") from e
     labelled = [f"{path} ({len(src.classes)} classes)" for path, src in zip(names, sources, strict=True)
                 if list(src.classes) != ["unlabelled"] and len(src)]  # fmt: skip
+    scenes = any(isinstance(src, RasterFile) for src in sources)
+    windows = max(RASTER_TARGET_WINDOWS, sum(len(src) for src in sources)) if scenes else 0
     if labelled:
         print(
             f"note: {option}: the labels of {', '.join(labelled)} are ignored (unsupervised domain adaptation sees "
@@ -59,7 +105,7 @@ def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = 
     except ValueError:
         raise DataError(f"{option}: {paths} holds no images") from None
     try:
-        pool = PatchPool(sources, min(h, w, smallest), bands=dataset.bands)
+        pool = PatchPool(sources, min(h, w, smallest), patches=windows, bands=dataset.bands)
     except BandError as e:
         raise BandError(
             f"{option}: cannot map its bands to the data's ({dataset.bands.describe()}): {e}; "
@@ -77,6 +123,27 @@ def target_batch(pool: Any, n: int, like: torch.Tensor, gen: torch.Generator) ->
     if batch.shape[-2:] != like.shape[-2:]:  # nearest keeps masked (NaN) pixels from spreading
         batch = nn.functional.interpolate(batch, size=like.shape[-2:], mode="nearest")
     return batch.to(device=like.device, dtype=like.dtype)
+
+
+def pool_batches(pool: Any, batch_size: int, like: torch.Tensor, limit: int = 4096) -> Iterator[torch.Tensor]:
+    """The pool's first ``limit`` patches in order, ``batch_size`` at a time, at ``like``'s H×W, device and dtype."""
+    n = min(len(pool), limit)
+    for start in range(0, n, batch_size):
+        batch = torch.stack([torch.from_numpy(pool.read(i)) for i in range(start, min(start + batch_size, n))])
+        if batch.shape[-2:] != like.shape[-2:]:
+            batch = nn.functional.interpolate(batch, size=like.shape[-2:], mode="nearest")
+        yield batch.to(device=like.device, dtype=like.dtype)
+
+
+def adapt_batchnorm(model: nn.Module, pool: Any, like: torch.Tensor, batch_size: int, name: str) -> int:
+    """AdaBN (:func:`eotransfer.models.batchnorm.reestimate_batchnorm`) on the target pool; says what it did."""
+    from eotransfer.models.batchnorm import batchnorm_layers, reestimate_batchnorm
+
+    seen = reestimate_batchnorm(model, pool_batches(pool, max(2, batch_size), like))
+    if batchnorm_layers(model) and not seen:
+        print(f"note: {name}: the target gave no batch of 2 or more images; BatchNorm statistics left as trained",
+              file=sys.stderr)  # fmt: skip
+    return seen
 
 
 def logits_and_features(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -142,6 +142,11 @@ class Strategy:
         """
         return self.loss(model, model(images), labels)
 
+    def after_training(self, model: nn.Module, engine: Any, train: Any) -> None:
+        """Called by ``fit`` once training has ended, before any score: a last change to the trained model
+        that is not a training phase (AdaBN's re-estimated BatchNorm statistics, say).  ``train`` is the
+        training subset.  The default does nothing."""
+
     def after_fit(self, model: nn.Module, engine: Any, subsets: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Called by ``fit`` after the test/validation scores, with ``{"test": ..., "val": ...}`` subsets.
 

@@ -10,7 +10,8 @@ generator and sends both through the backbone in one forward pass.
 
 The target data are read as unlabelled imagery: labels they may have are ignored (never seen in
 training).  Other alignment losses subclass :class:`Coral` and override :meth:`Coral.alignment`
-(``mmd``).
+(``mmd``).  ``--target-bn`` ends training with AdaBN (Li et al. 2018): the BatchNorm statistics are
+re-estimated on the target images, so that the model scored is the one the target will see.
 """
 
 from __future__ import annotations
@@ -22,18 +23,25 @@ import torch
 from torch import nn
 
 from eotransfer.losses.alignment import coral_loss
-from eotransfer.strategies._target import logits_and_features, open_target_pool, target_batch
+from eotransfer.strategies._target import adapt_batchnorm, logits_and_features, open_target_pool, target_batch
 from eotransfer.strategies.base import Phase, Strategy, param, register_strategy
 from eotransfer.strategies.finetune import FinetuneParams, finetune_phases_with
 
 
 @dataclass
-class AlignmentParams(FinetuneParams):
-    """Fine-tuning's schedule (head first, then end to end), plus the target domain and the alignment weight."""
+class TargetParams(FinetuneParams):
+    """Fine-tuning's schedule (head first, then end to end), plus the unlabelled target domain."""
 
-    target: str = param("", "unlabelled target-domain imagery (labels ignored): data sets, folders or rasters, comma-separated (required)")  # fmt: skip
+    target: str = param("", "unlabelled target-domain imagery (labels ignored): data sets, folders or rasters, comma-separated, or @test for this fit's test-side images (transductive) (required)")  # fmt: skip
     target_bands: str | None = param(None, "the bands of the --target files, as --bands (default: inferred)")
+
+
+@dataclass
+class AlignmentParams(TargetParams):
+    """:class:`TargetParams`, the alignment weight, and optional AdaBN after training."""
+
     adapt_weight: float = param(1.0, "weight λ of the domain-alignment term added to cross-entropy", 0.0, 10_000.0)
+    target_bn: bool = param(False, "after training, re-estimate the BatchNorm statistics on the target images (AdaBN, Li et al. 2018)")  # fmt: skip
 
 
 @register_strategy
@@ -47,7 +55,13 @@ class Coral(Strategy):
         self.pool: Any = None
 
     def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
-        self.pool = open_target_pool(self.params.target, self.params.target_bands, dataset)
+        self.pool = open_target_pool(self.params.target, self.params.target_bands, dataset, split=split)
+
+    def after_training(self, model: nn.Module, engine: Any, train: Any) -> None:
+        """With ``--target-bn``: AdaBN on the target images (:func:`eotransfer.strategies._target.adapt_batchnorm`)."""
+        if getattr(self.params, "target_bn", False):
+            like = train[0]["image"][None].to(engine.fabric.device)
+            adapt_batchnorm(model, self.pool, like, self.params.batch_size, self.name)
 
     def alignment(self, fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         """Distance between the source and target feature distributions."""

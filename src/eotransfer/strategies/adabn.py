@@ -1,0 +1,48 @@
+"""``adabn``: fine-tune on the source, then re-estimate every BatchNorm layer's statistics on the target.
+
+AdaBN (Li, Wang, Shi, Hou & Liu 2018, "Adaptive Batch Normalization for practical domain
+adaptation", Pattern Recognition 80): domain shift between regions, seasons or sensors shows in
+large part as a change of each feature channel's mean and variance.  The network trains exactly as
+``finetune`` does on the labelled source (same phases, same seed, same result); afterwards the
+running mean and variance of every BatchNorm layer are replaced by those of the unlabelled target
+images (``--target``, labels ignored; ``@test`` for the fit's own test side), with no weight
+changed and no extra training.  It is the baseline the alignment methods (``dann``, ``mmd``,
+``coral``, each also with ``--target-bn``) have to beat, and it costs one forward pass over the
+target.  Backbones without BatchNorm (ViT, ConvNeXt's LayerNorm) are left as trained, with a note.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from torch import nn
+
+from eotransfer.models.batchnorm import batchnorm_layers
+from eotransfer.strategies._target import adapt_batchnorm, open_target_pool
+from eotransfer.strategies.base import register_strategy
+from eotransfer.strategies.coral import TargetParams
+from eotransfer.strategies.finetune import Finetune
+
+
+@register_strategy
+class AdaBN(Finetune):
+    name = "adabn"
+    Params = TargetParams
+    summary = "fine-tune on the source, then BatchNorm statistics re-estimated on unlabelled target images (AdaBN, Li et al. 2018)"  # fmt: skip
+
+    def __init__(self, params: Any) -> None:
+        super().__init__(params)
+        self.pool: Any = None
+
+    def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
+        self.pool = open_target_pool(self.params.target, self.params.target_bands, dataset, split=split)
+        if model is not None and not batchnorm_layers(model):
+            print("note: adabn: backbone has no BatchNorm layer; the model stays as fine-tuned on the source",
+                  file=sys.stderr)  # fmt: skip
+
+    def after_training(self, model: nn.Module, engine: Any, train: Any) -> None:
+        if self.pool is None:
+            raise RuntimeError("adabn: the --target data were not opened; fit calls prepare() before training")
+        like = train[0]["image"][None].to(engine.fabric.device)
+        adapt_batchnorm(model, self.pool, like, self.params.batch_size, self.name)
