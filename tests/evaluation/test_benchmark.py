@@ -215,3 +215,32 @@ def test_summary_rows_group_by_method_and_k() -> None:
     assert s["ci_high"] - s["mean"] == pytest.approx(
         stats.t.ppf(0.975, 2) * np.std([0.2, 0.4, 0.6], ddof=1) / np.sqrt(3)
     )
+
+
+def test_spatial_grid_names_its_test_blocks_and_adapts_to_them(eurosat_like: Path, tmp_path: Path) -> None:
+    """``split.test_blocks`` holds the test side to the named zones; ``target: "@test"`` adapts to its images."""
+    raw = _config(
+        eurosat_like,
+        split={"kind": "utm-zone", "test_blocks": "32N", "val_fraction": 0.1},
+        strategies=[{"name": "adabn", "params": {"head_epochs": 1, "epochs": 1, "target": "@test"}}],
+        models=[{"backbone": "resnet10t", "weights": "none"}],
+        labels_per_class=["all"],
+        seeds=1,
+    )
+    cfg = bm.BenchmarkConfig.from_dict(raw)
+    assert cfg.split["test_blocks"] == ["32N"]
+    rows = bm.run_benchmark(cfg, tmp_path / "grid", log=lambda _m: None)
+    assert {r["strategy"] for r in rows} == {bm.REFERENCE, "adabn"}
+    assert {r["n_test"] for r in rows} == {18}  # the fixture's 18 files in EPSG:32632, and only they
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    ds = bm.open_benchmark_data(cfg)
+    split = bm.base_split(ds, cfg.split, 0)
+    assert split.info["test_blocks"] == ["32N"]
+    assert all(ds.locations[int(i)].crs.endswith("32632") for i in split.test)
+
+
+def test_test_blocks_need_a_block_split(eurosat_like: Path) -> None:
+    with pytest.raises(ConfigError, match="split.test_blocks: needs split.kind utm-zone, lonlat-block, group, not stratified"):
+        bm.BenchmarkConfig.from_dict(_config(eurosat_like, split={"kind": "stratified", "test_blocks": "east"}))
+    with pytest.raises(ConfigError, match=r"split.test_blocks: \[\]; give block names"):
+        bm.BenchmarkConfig.from_dict(_config(eurosat_like, split={"kind": "utm-zone", "test_blocks": []}))

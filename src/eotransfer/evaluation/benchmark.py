@@ -50,7 +50,9 @@ COLUMNS = ("cell", "data", "split", "strategy", "strategy_name", "backbone", "we
            "n_val", "n_test", "seed", "accuracy", "macro_f1", "seconds", "confusion_matrix", "finished")  # fmt: skip
 CONFIG_KEYS = ("name", "data", "data_options", "size", "in_memory", "split", "strategies", "models",
                "labels_per_class", "seeds", "fit", "time_budget_s")  # fmt: skip
-SPLIT_OPTIONS = ("kind", "test_fraction", "val_fraction", "block_deg", "seed")
+SPLIT_OPTIONS = ("kind", "test_fraction", "val_fraction", "block_deg", "seed", "test_blocks")
+#: split kinds whose test side can be named (``test_blocks``: zones, lon/lat cells, groups, or east / west)
+BLOCK_SPLITS = ("utm-zone", "lonlat-block", "group")
 #: FitConfig fields the grid sets itself (or takes from ``data_options``): not allowed under ``fit:``
 GRID_FIT_FIELDS = ("data", "strategy", "backbone", "weights", "seed", "split", "labels_per_class", "out", "resume",
                    "progress", "verbose", "val_per_class", "test_fraction", "val_fraction", "block_deg", *DATA_OPTION_KEYS,
@@ -253,6 +255,15 @@ class BenchmarkConfig:
         kinds = [s for s in SPLIT_KINDS if s != "k-per-class"]  # labels per class come from labels_per_class
         if split["kind"] not in kinds:
             problems.append(f"split.kind: unknown split '{split['kind']}'" + did_you_mean(str(split["kind"]), kinds))
+        if "test_blocks" in split:
+            blocks = split["test_blocks"]
+            blocks = [b.strip() for b in blocks.split(",")] if isinstance(blocks, str) else blocks
+            if split["kind"] not in BLOCK_SPLITS:
+                problems.append(f"split.test_blocks: needs split.kind {', '.join(BLOCK_SPLITS)}, not {split['kind']}")
+            elif not isinstance(blocks, list) or not blocks or not all(isinstance(b, str) and b for b in blocks):
+                problems.append(f"split.test_blocks: {blocks!r}; give block names (e.g. [32N, 33N]) or east / west")
+            else:
+                split["test_blocks"] = [str(b) for b in blocks]
 
         fit_opts = dict(raw.get("fit") or {})
         fit_fields = {f.name for f in dataclasses.fields(api.FitConfig)}
