@@ -240,6 +240,13 @@ def fit(
         from eotransfer.engine.metrics import metrics_table
 
         print(metrics_table(metrics["test"]))
+    if cfg.verbose and metrics.get("domain"):
+        d = metrics["domain"]
+        stages = [(k, d[f"pad_{k}"], d.get(f"target_accuracy_{k}")) for k in ("initial", "before_adabn", "adapted")
+                  if f"pad_{k}" in d]  # fmt: skip
+        print("domain gap (proxy A-distance, 0 = same, 2 = separable; target accuracy where its labels are known): "
+              + "; ".join(f"{k} {pad:.3f}" + ("" if acc is None else f" (target accuracy {acc:.3f})")
+                          for k, pad, acc in stages))  # fmt: skip
     return FitResult(model, card, metrics, history, split, out, time.perf_counter() - t0)
 
 

@@ -164,3 +164,17 @@ def test_cli_report(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "report written to" in capsys.readouterr().out
     with (tmp_path / "cli.html").open() as f:
         assert "<h2>Embedding map</h2>" in f.read()
+
+
+def test_adapted_model_report_shows_the_domain_shift(eurosat_like: Path, tmp_path: Path) -> None:
+    out = tmp_path / "adapted"
+    res = fit(eurosat_like, bands="eurosat-ms", strategy="adabn", target="@test", backbone="resnet10t", head_epochs=1,
+              epochs=1, batch_size=8, patience=0, progress=False, verbose=False, out=str(out))  # fmt: skip
+    saved = json.loads((out / "metrics.json").read_text())["domain"]
+    assert saved == pytest.approx(res.metrics["domain"])
+    page = build_report(out, tmp_path / "r.html").read_text()
+    assert "<h2>Domain shift</h2>" in page
+    for stage in ("initial", "before_adabn", "adapted"):
+        assert f"<td>{saved['pad_' + stage]:.3f}</td>" in page
+    assert f"<td>{saved['target_accuracy_adapted']:.3f}</td>" in page
+    assert f"<td>{res.metrics['test']['overall_accuracy']:.3f}</td>" in page  # the target is the test side

@@ -79,6 +79,12 @@ def test_adabn_trains_as_finetune_and_takes_the_target_statistics(eurosat_like: 
     stats = [k for k in pa if k.endswith("running_mean")]
     assert stats and all(torch.allclose(pa[k], pb[k], atol=1e-5) for k in stats)
     assert adapted.card["strategy"]["params"]["target"] == TEST_SIDE
+    # the card's domain metrics: source-only (before AdaBN) against adapted, on the test side's images
+    domain = adapted.metrics["domain"]
+    assert domain["target_accuracy_before_adabn"] == pytest.approx(plain.metrics["test"]["overall_accuracy"])
+    assert domain["target_accuracy_adapted"] == pytest.approx(adapted.metrics["test"]["overall_accuracy"])
+    assert all(0.0 <= domain[k] <= 2.0 for k in ("pad_initial", "pad_before_adabn", "pad_adapted"))
+    assert domain["n_target"] == len(split.test) and domain["n_source"] == len(split.train)
 
 
 @pytest.mark.parametrize("strategy", ["coral", "dann"])
@@ -99,3 +105,20 @@ def test_pool_batches_resize_to_the_training_size(eurosat_like: Path) -> None:
     pool = open_target_pool(TEST_SIDE, None, ds, split=_split(ds))
     batches = list(pool_batches(pool, 5, torch.zeros(1, 13, 32, 32)))
     assert sum(len(b) for b in batches) == len(pool) and all(b.shape[1:] == (13, 32, 32) for b in batches)
+
+
+def test_domain_gap_is_zero_for_the_same_images_and_labels_follow_the_sources(eurosat_like: Path) -> None:
+    from eotransfer.models.backbones import build_network, get_architecture
+    from eotransfer.models.model import EOClassifier
+    from eotransfer.strategies._target import DomainGap, target_labels
+
+    ds = open_dataset(eurosat_like, bands="eurosat-ms")
+    split = _split(ds)
+    same = Split(split.test, split.val, split.test, {"kind": "test"})  # source training images = target images
+    torch.manual_seed(0)
+    model = EOClassifier(build_network(get_architecture("resnet10t"), 13, 16), 512, 3, 13)
+    gap = DomainGap(open_target_pool(TEST_SIDE, None, ds, split=same), ds, same, model)
+    assert gap.values["pad_initial"] == pytest.approx(0.0, abs=1e-9)  # indistinguishable: PAD clipped at 0
+    labelled = open_target_pool(str(eurosat_like), "eurosat-ms", ds)
+    assert np.array_equal(target_labels(labelled, ds.classes), ds.labels)
+    assert target_labels(labelled, list(reversed(ds.classes))) is None  # other classes: no target score

@@ -346,6 +346,8 @@ def model_sections(model_dir: Path) -> tuple[str, list[Section]]:
             ["test macro-F1", f"{test['macro_f1']:.3f}"],
         ]
     sections = [Section("Overview", html_table(["", "this model"], overview))]
+    if metrics.get("domain"):
+        sections.append(Section("Domain shift", domain_table(metrics["domain"])))
 
     hist_path = model_dir / "history.csv"
     history = list(csv.DictReader(hist_path.open())) if hist_path.is_file() else []
@@ -380,6 +382,25 @@ def model_sections(model_dir: Path) -> tuple[str, list[Section]]:
     config = {"fit": card.get("fit"), "strategy": card.get("strategy"), "training": card.get("training")}
     sections.append(Section("Configuration", pre(json.dumps(config, indent=1, default=str))))
     return title, sections
+
+
+#: the stages a domain-adaptation fit records (``metrics["domain"]``), in order
+DOMAIN_STAGES = (("initial", "initial network (before training)"), ("before_adabn", "source-only (before AdaBN)"),
+                 ("adapted", "adapted (the saved model)"))  # fmt: skip
+
+
+def domain_table(domain: dict[str, Any]) -> str:
+    """Proxy A-distance and target accuracy (where the target's labels are known) at each recorded stage."""
+    rows = []
+    for key, label in DOMAIN_STAGES:
+        pad, acc = domain.get(f"pad_{key}"), domain.get(f"target_accuracy_{key}")
+        if pad is None and acc is None:
+            continue
+        rows.append([label, "—" if pad is None else f"{pad:.3f}", "—" if acc is None else f"{acc:.3f}"])
+    text = (f"<p>Proxy A-distance between {domain.get('n_source', '?')} source-training and "
+            f"{domain.get('n_target', '?')} target images' backbone features (0 = indistinguishable, 2 = separable); "
+            "target accuracy where the target's labels are known (used for this score only).</p>")  # fmt: skip
+    return text + html_table(["stage", "proxy A-distance", "target accuracy"], rows)
 
 
 def _is_number(v: str) -> bool:

@@ -162,3 +162,78 @@ def logits_and_features(model: nn.Module, images: torch.Tensor) -> tuple[torch.T
     if len(caught) != 1:
         raise RuntimeError(f"logits_and_features: the head ran {len(caught)} times in one forward; expected once")
     return logits, caught[0]
+
+
+#: at most this many source-training and target images feed a fit's proxy A-distance
+DOMAIN_GAP_SAMPLES = 500
+
+
+def target_labels(pool: Any, classes: list[str]) -> np.ndarray | None:
+    """The true class of every pool patch, for scoring only, or None when a target source has no such labels.
+
+    ``@test`` images carry their data set's labels; a labelled target data set counts when its classes
+    are the training classes (in the same order); a raster or an unlabelled folder makes it None.
+    """
+    out = np.full(len(pool), -1, dtype=np.int64)
+    for k, src in enumerate(pool.sources):
+        where = pool.which == k
+        if isinstance(src, HeldOutImages):
+            out[where] = src.dataset.labels[src.indices[pool.sample[where]]]
+        elif list(src.classes) == list(classes):
+            out[where] = src.labels[pool.sample[where]]
+        else:
+            return None
+    return out
+
+
+def target_accuracy(model: nn.Module, pool: Any, labels: np.ndarray, like: torch.Tensor, batch_size: int) -> float:
+    """Overall accuracy of ``model`` on the pool's first :func:`pool_batches` patches against ``labels``."""
+    was_training = model.training
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for batch in pool_batches(pool, batch_size, like):
+            preds.append(model(batch).argmax(1).cpu().numpy())
+    model.train(was_training)
+    pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    return float((pred == labels[: len(pred)]).mean()) if len(pred) else float("nan")
+
+
+class DomainGap:
+    """The domain gap a fit's adaptation leaves, for the card: the proxy A-distance between the source
+    training images' and the target images' backbone features (Ben-David et al. 2007; Ganin et al. 2016
+    report it before and after adaptation) for the initial network and for the adapted one, and the
+    accuracy on the target where its labels are known (``@test``, or a target data set with the training
+    classes; used for this score only).  ``snapshot`` records an intermediate model (before AdaBN)."""
+
+    def __init__(self, pool: Any, dataset: Any, split: Any, model: nn.Module | None, seed: int = 0) -> None:
+        from eotransfer.data.base import Subset
+        from eotransfer.evaluation.domain import sample_indices
+
+        self.pool, self.seed = pool, seed
+        train = np.asarray(split.train) if split is not None else np.arange(len(dataset))
+        self.source = Subset(dataset, train[sample_indices(len(train), DOMAIN_GAP_SAMPLES, seed)])
+        self.target_idx = sample_indices(len(pool), DOMAIN_GAP_SAMPLES, seed + 1)
+        self.labels = target_labels(pool, list(dataset.classes))
+        self.values: dict[str, float] = {}
+        if model is not None:
+            self.values["pad_initial"] = self.pad(model)
+
+    def pad(self, model: nn.Module) -> float:
+        from eotransfer.evaluation.domain import backbone_features, proxy_a_distance
+
+        was_training = model.training
+        fs = backbone_features(model, self.source, np.arange(len(self.source)))
+        ft = backbone_features(model, self.pool, self.target_idx)
+        model.train(was_training)
+        return proxy_a_distance(fs, ft, self.seed)
+
+    def snapshot(self, model: nn.Module, like: torch.Tensor, batch_size: int, name: str) -> None:
+        self.values[f"pad_{name}"] = self.pad(model)
+        if self.labels is not None:
+            self.values[f"target_accuracy_{name}"] = target_accuracy(model, self.pool, self.labels, like, batch_size)
+
+    def metrics(self, model: nn.Module, like: torch.Tensor, batch_size: int) -> dict[str, dict[str, Any]]:
+        """``{"domain": {...}}`` for :meth:`Strategy.after_fit`: the recorded values and the final model's."""
+        self.snapshot(model, like, batch_size, "adapted")
+        return {"domain": {**self.values, "n_source": len(self.source), "n_target": len(self.target_idx)}}

@@ -6,7 +6,8 @@ large part as a change of each feature channel's mean and variance.  The network
 ``finetune`` does on the labelled source (same phases, same seed, same result); afterwards the
 running mean and variance of every BatchNorm layer are replaced by those of the unlabelled target
 images (``--target``, labels ignored; ``@test`` for the fit's own test side), with no weight
-changed and no extra training.  It is the baseline the alignment methods (``dann``, ``mmd``,
+changed and no extra training.  The card's ``domain`` metrics hold the source-only model's domain gap and
+target accuracy (where the target's labels are known) beside the adapted model's.  It is the baseline the alignment methods (``dann``, ``mmd``,
 ``coral``, each also with ``--target-bn``) have to beat, and it costs one forward pass over the
 target.  Backbones without BatchNorm (ViT, ConvNeXt's LayerNorm) are left as trained, with a note.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from eotransfer.models.batchnorm import batchnorm_layers
-from eotransfer.strategies._target import adapt_batchnorm, open_target_pool
+from eotransfer.strategies._target import DomainGap, adapt_batchnorm, open_target_pool
 from eotransfer.strategies.base import register_strategy
 from eotransfer.strategies.coral import TargetParams
 from eotransfer.strategies.finetune import Finetune
@@ -34,9 +35,12 @@ class AdaBN(Finetune):
     def __init__(self, params: Any) -> None:
         super().__init__(params)
         self.pool: Any = None
+        self.gap: Any = None
+        self.like: Any = None
 
     def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
         self.pool = open_target_pool(self.params.target, self.params.target_bands, dataset, split=split)
+        self.gap = DomainGap(self.pool, dataset, split, model)
         if model is not None and not batchnorm_layers(model):
             print("note: adabn: backbone has no BatchNorm layer; the model stays as fine-tuned on the source",
                   file=sys.stderr)  # fmt: skip
@@ -44,5 +48,11 @@ class AdaBN(Finetune):
     def after_training(self, model: nn.Module, engine: Any, train: Any) -> None:
         if self.pool is None:
             raise RuntimeError("adabn: the --target data were not opened; fit calls prepare() before training")
-        like = train[0]["image"][None].to(engine.fabric.device)
-        adapt_batchnorm(model, self.pool, like, self.params.batch_size, self.name)
+        self.like = train[0]["image"][None].to(engine.fabric.device)
+        # the model as fine-tuned on the source alone: the "before" of the card's domain metrics
+        self.gap.snapshot(model, self.like, self.params.batch_size, "before_adabn")
+        adapt_batchnorm(model, self.pool, self.like, self.params.batch_size, self.name)
+
+    def after_fit(self, model: nn.Module, engine: Any, subsets: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The card's ``domain`` metrics: source-only (before AdaBN) and adapted gap and target accuracy."""
+        return self.gap.metrics(model, self.like, self.params.batch_size)
