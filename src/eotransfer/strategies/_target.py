@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -237,3 +237,40 @@ class DomainGap:
         """``{"domain": {...}}`` for :meth:`Strategy.after_fit`: the recorded values and the final model's."""
         self.snapshot(model, like, batch_size, "adapted")
         return {"domain": {**self.values, "n_source": len(self.source), "n_target": len(self.target_idx)}}
+
+
+class TargetDomain:
+    """Mixin for strategies that adapt to unlabelled target imagery (``--target``, ``--target-bands``).
+
+    ``prepare`` opens the target pool and records the initial domain gap; ``after_training`` applies
+    AdaBN when :meth:`uses_adabn` says so (``--target-bn``), after recording the model without it;
+    ``after_fit`` puts the :class:`DomainGap` values into the card's ``domain`` metrics.  Put it
+    before the :class:`~eotransfer.strategies.base.Strategy` base so that its hooks are the ones used.
+    """
+
+    name: ClassVar[str]
+    params: Any
+    pool: Any = None
+    gap: DomainGap | None = None
+    like: torch.Tensor | None = None
+
+    def uses_adabn(self) -> bool:
+        return bool(getattr(self.params, "target_bn", False))
+
+    def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
+        self.pool = open_target_pool(self.params.target, self.params.target_bands, dataset, split=split)
+        self.gap = DomainGap(self.pool, dataset, split, model)
+
+    def after_training(self, model: nn.Module, engine: Any, train: Any) -> None:
+        if self.pool is None or self.gap is None:
+            raise RuntimeError(f"{self.name}: the --target data were not opened; fit calls prepare() before training")
+        self.like = train[0]["image"][None].to(engine.fabric.device)
+        if self.uses_adabn():
+            self.gap.snapshot(model, self.like, self.params.batch_size, "before_adabn")
+            adapt_batchnorm(model, self.pool, self.like, self.params.batch_size, self.name)
+
+    def after_fit(self, model: nn.Module, engine: Any, subsets: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The card's ``domain`` metrics: proxy A-distance (and target accuracy) before and after adaptation."""
+        if self.gap is None or self.like is None:
+            return {}
+        return self.gap.metrics(model, self.like, self.params.batch_size)

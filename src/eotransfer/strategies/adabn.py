@@ -20,39 +20,23 @@ from typing import Any
 from torch import nn
 
 from eotransfer.models.batchnorm import batchnorm_layers
-from eotransfer.strategies._target import DomainGap, adapt_batchnorm, open_target_pool
+from eotransfer.strategies._target import TargetDomain
 from eotransfer.strategies.base import register_strategy
 from eotransfer.strategies.coral import TargetParams
 from eotransfer.strategies.finetune import Finetune
 
 
 @register_strategy
-class AdaBN(Finetune):
+class AdaBN(TargetDomain, Finetune):
     name = "adabn"
     Params = TargetParams
     summary = "fine-tune on the source, then BatchNorm statistics re-estimated on unlabelled target images (AdaBN, Li et al. 2018)"  # fmt: skip
 
-    def __init__(self, params: Any) -> None:
-        super().__init__(params)
-        self.pool: Any = None
-        self.gap: Any = None
-        self.like: Any = None
+    def uses_adabn(self) -> bool:
+        return True
 
     def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
-        self.pool = open_target_pool(self.params.target, self.params.target_bands, dataset, split=split)
-        self.gap = DomainGap(self.pool, dataset, split, model)
+        super().prepare(dataset, split, model)
         if model is not None and not batchnorm_layers(model):
             print("note: adabn: backbone has no BatchNorm layer; the model stays as fine-tuned on the source",
                   file=sys.stderr)  # fmt: skip
-
-    def after_training(self, model: nn.Module, engine: Any, train: Any) -> None:
-        if self.pool is None:
-            raise RuntimeError("adabn: the --target data were not opened; fit calls prepare() before training")
-        self.like = train[0]["image"][None].to(engine.fabric.device)
-        # the model as fine-tuned on the source alone: the "before" of the card's domain metrics
-        self.gap.snapshot(model, self.like, self.params.batch_size, "before_adabn")
-        adapt_batchnorm(model, self.pool, self.like, self.params.batch_size, self.name)
-
-    def after_fit(self, model: nn.Module, engine: Any, subsets: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """The card's ``domain`` metrics: source-only (before AdaBN) and adapted gap and target accuracy."""
-        return self.gap.metrics(model, self.like, self.params.batch_size)

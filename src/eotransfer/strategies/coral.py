@@ -17,19 +17,12 @@ re-estimated on the target images, so that the model scored is the one the targe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from eotransfer.losses.alignment import coral_loss
-from eotransfer.strategies._target import (
-    DomainGap,
-    adapt_batchnorm,
-    logits_and_features,
-    open_target_pool,
-    target_batch,
-)
+from eotransfer.strategies._target import TargetDomain, logits_and_features, target_batch
 from eotransfer.strategies.base import Phase, Strategy, param, register_strategy
 from eotransfer.strategies.finetune import FinetuneParams, finetune_phases_with
 
@@ -51,32 +44,10 @@ class AlignmentParams(TargetParams):
 
 
 @register_strategy
-class Coral(Strategy):
+class Coral(TargetDomain, Strategy):
     name = "coral"
     Params = AlignmentParams
     summary = "cross-entropy on the source plus Deep CORAL covariance alignment with unlabelled target data (Sun & Saenko 2016)"  # fmt: skip
-
-    def __init__(self, params: Any) -> None:
-        super().__init__(params)
-        self.pool: Any = None
-        self.gap: Any = None
-        self.like: Any = None
-
-    def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
-        self.pool = open_target_pool(self.params.target, self.params.target_bands, dataset, split=split)
-        self.gap = DomainGap(self.pool, dataset, split, model)
-
-    def after_training(self, model: nn.Module, engine: Any, train: Any) -> None:
-        """With ``--target-bn``: AdaBN on the target images (:func:`eotransfer.strategies._target.adapt_batchnorm`),
-        after recording the domain gap (and target accuracy, where known) of the model without it."""
-        self.like = train[0]["image"][None].to(engine.fabric.device)
-        if getattr(self.params, "target_bn", False):
-            self.gap.snapshot(model, self.like, self.params.batch_size, "before_adabn")
-            adapt_batchnorm(model, self.pool, self.like, self.params.batch_size, self.name)
-
-    def after_fit(self, model: nn.Module, engine: Any, subsets: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """The card's ``domain`` metrics: proxy A-distance before (initial network) and after adaptation."""
-        return self.gap.metrics(model, self.like, self.params.batch_size)
 
     def alignment(self, fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
         """Distance between the source and target feature distributions."""

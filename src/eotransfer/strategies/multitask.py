@@ -277,7 +277,9 @@ class Multitask(Strategy):
                 y = index_targets(images, t.index, self.index_args[t.name]).float()
             else:
                 if indices is None:
-                    raise RuntimeError(f"multitask: task '{t.name}' needs the batch's sample indices (the engine sets them)")
+                    raise RuntimeError(
+                        f"multitask: task '{t.name}' needs the batch's sample indices (the engine sets them)"
+                    )
                 arr = torch.as_tensor(self.targets[t.name])
                 y = arr[indices.clamp_min(0)].clone()
                 y[indices < 0] = -1 if t.kind == "classification" else torch.nan
