@@ -40,6 +40,7 @@ def test_unseen_classes_new_classes_shift_robustness_and_size_limits() -> None:
     assert ranked(facts(), new_classes_at_prediction=True)[0] == "protonet"
     shifted = ranked(facts(target_pad=1.6), target="t")
     assert shifted[0] == "coral" and "dann" in shifted
+    assert shifted.index("adabn") > shifted.index("dann")  # measured risky: ranked below the alignment losses
     assert "coral" not in ranked(facts(target_pad=0.3), target="t")  # no shift worth adapting to
     assert ranked(facts(), robust=True)[0] == "adversarial"
     assert ranked(facts(), max_params_m=1.0)[0] == "distill"  # resnet10t has ~5 M parameters
@@ -162,3 +163,10 @@ def test_inspect_a_raster_with_labelled_polygons() -> None:
     (warning,) = cautions(f)
     assert "crop (4), developed (1), tree (1), water (4)" in warning and "zero-shot" in warning
     assert cautions(facts(k=5)) == []
+
+
+def test_auto_cross_validates_only_what_the_labelled_data_can_measure() -> None:
+    from eotransfer.evaluation.advise import cv_measurable
+
+    assert not any(cv_measurable(s) for s in ("coral", "dann", "mmd", "adabn", "distill", "zero-shot", "protonet"))
+    assert all(cv_measurable(s) for s in ("finetune", "feature-extraction", "progressive-unfreeze", "adversarial"))
