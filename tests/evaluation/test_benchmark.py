@@ -244,3 +244,13 @@ def test_test_blocks_need_a_block_split(eurosat_like: Path) -> None:
         bm.BenchmarkConfig.from_dict(_config(eurosat_like, split={"kind": "stratified", "test_blocks": "east"}))
     with pytest.raises(ConfigError, match=r"split.test_blocks: \[\]; give block names"):
         bm.BenchmarkConfig.from_dict(_config(eurosat_like, split={"kind": "utm-zone", "test_blocks": []}))
+
+
+def test_cell_text_leaves_out_the_interval_of_one_seed() -> None:
+    one = bm.summarise_rows([{"data": "d", "strategy": "s", "backbone": "b", "init": "scratch", "k": 5, "n_train": 10,
+                              "accuracy": 0.5}])[0]  # fmt: skip
+    assert bm.cell_text(one) == "0.500 (n=1)"
+    two = bm.summarise_rows([{"data": "d", "strategy": "s", "backbone": "b", "init": "scratch", "k": 5, "n_train": 10,
+                              "accuracy": a} for a in (0.4, 0.6)])[0]  # fmt: skip
+    half = stats.t.ppf(0.975, 1) * np.std([0.4, 0.6], ddof=1) / np.sqrt(2)
+    assert bm.cell_text(two) == f"0.500 ± {half:.3f} (n=2)"

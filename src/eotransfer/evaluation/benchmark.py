@@ -608,6 +608,12 @@ def labels_needed_lines(summary: list[dict[str, Any]], data: str) -> list[str]:
     return lines
 
 
+def cell_text(s: dict[str, Any]) -> str:
+    """``"0.712 ± 0.031 (n=5)"``; one seed has no interval: ``"0.712 (n=1)"``."""
+    half = s["ci_high"] - s["mean"]
+    return f"{s['mean']:.3f} ± {half:.3f} (n={s['n']})" if math.isfinite(half) else f"{s['mean']:.3f} (n={s['n']})"
+
+
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
     """Markdown tables (mean ± 95 % CI over seeds, n seeds) per data set, and the labels-needed lines."""
     summary = summarise_rows(rows)
@@ -625,8 +631,7 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
             cells = []
             for k in ks:
                 s = next((s for s in sub if (s["strategy"], s["backbone"], s["init"]) == m and s["k"] == k), None)
-                half = (s["ci_high"] - s["mean"]) if s else float("nan")
-                cells.append("—" if s is None else f"{s['mean']:.3f} ± {half:.3f} (n={s['n']})")
+                cells.append("—" if s is None else cell_text(s))
             lines.append(f"| {method_label(m)} | " + " | ".join(cells) + " |")
         lines += ["", *labels_needed_lines(summary, data), ""]
     return "\n".join(lines)

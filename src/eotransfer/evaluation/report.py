@@ -440,7 +440,7 @@ def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
             for k in ks:
                 s = next((s for s in summary if s["data"] == data and (s["strategy"], s["backbone"], s["init"]) == m
                           and s["k"] == k), None)  # fmt: skip
-                cells.append("—" if s is None else f"{s['mean']:.3f} ± {s['ci_high'] - s['mean']:.3f} (n={s['n']})")
+                cells.append("—" if s is None else bm.cell_text(s))
             trs.append([bm.method_label(m), *cells])
         n_of = {k: next(r["n_train"] for r in sub if r["k"] == k) for k in ks}
         table.body += f"<h3>{html.escape(data)}</h3>" + html_table(
