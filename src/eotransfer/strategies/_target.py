@@ -215,6 +215,7 @@ class DomainGap:
         self.source = Subset(dataset, train[sample_indices(len(train), DOMAIN_GAP_SAMPLES, seed)])
         self.target_idx = sample_indices(len(pool), DOMAIN_GAP_SAMPLES, seed + 1)
         self.labels = target_labels(pool, list(dataset.classes))
+        self.size = tuple(dataset.checked_read(int(train[0])).shape[-2:])  # target images are scored at this size
         self.values: dict[str, float] = {}
         if model is not None:
             self.values["pad_initial"] = self.pad(model)
@@ -224,9 +225,16 @@ class DomainGap:
 
         was_training = model.training
         fs = backbone_features(model, self.source, np.arange(len(self.source)))
-        ft = backbone_features(model, self.pool, self.target_idx)
+        device = next(model.parameters()).device
+        feats = []
+        with torch.no_grad():
+            for s in range(0, len(self.target_idx), 128):
+                batch = torch.stack([torch.from_numpy(self.pool.read(int(i))) for i in self.target_idx[s : s + 128]])
+                if tuple(batch.shape[-2:]) != self.size:  # as in training: target patches at the source images' size
+                    batch = nn.functional.interpolate(batch, size=self.size, mode="nearest")
+                feats.append(model.features(batch.to(device)).float().cpu().numpy())  # type: ignore[operator]
         model.train(was_training)
-        return proxy_a_distance(fs, ft, self.seed)
+        return proxy_a_distance(fs, np.concatenate(feats), self.seed)
 
     def snapshot(self, model: nn.Module, like: torch.Tensor, batch_size: int, name: str) -> None:
         self.values[f"pad_{name}"] = self.pad(model)
