@@ -125,11 +125,13 @@ def target_batch(pool: Any, n: int, like: torch.Tensor, gen: torch.Generator) ->
     return batch.to(device=like.device, dtype=like.dtype)
 
 
-def pool_batches(pool: Any, batch_size: int, like: torch.Tensor, limit: int = 4096) -> Iterator[torch.Tensor]:
-    """The pool's first ``limit`` patches in order, ``batch_size`` at a time, at ``like``'s H×W, device and dtype."""
-    n = min(len(pool), limit)
-    for start in range(0, n, batch_size):
-        batch = torch.stack([torch.from_numpy(pool.read(i)) for i in range(start, min(start + batch_size, n))])
+def pool_batches(pool: Any, batch_size: int, like: torch.Tensor, limit: int = 4096,
+                 indices: Any = None) -> Iterator[torch.Tensor]:  # fmt: skip
+    """The pool's patches ``indices`` (default: its first ``limit``, in order), ``batch_size`` at a time, at
+    ``like``'s H×W, device and dtype."""
+    picks = list(range(min(len(pool), limit))) if indices is None else [int(i) for i in indices]
+    for start in range(0, len(picks), batch_size):
+        batch = torch.stack([torch.from_numpy(pool.read(i)) for i in picks[start : start + batch_size]])
         if batch.shape[-2:] != like.shape[-2:]:
             batch = nn.functional.interpolate(batch, size=like.shape[-2:], mode="nearest")
         yield batch.to(device=like.device, dtype=like.dtype)
@@ -225,14 +227,11 @@ class DomainGap:
 
         was_training = model.training
         fs = backbone_features(model, self.source, np.arange(len(self.source)))
-        device = next(model.parameters()).device
+        like = torch.zeros(1, 1, *self.size, device=next(model.parameters()).device)
         feats = []
-        with torch.no_grad():
-            for s in range(0, len(self.target_idx), 128):
-                batch = torch.stack([torch.from_numpy(self.pool.read(int(i))) for i in self.target_idx[s : s + 128]])
-                if tuple(batch.shape[-2:]) != self.size:  # as in training: target patches at the source images' size
-                    batch = nn.functional.interpolate(batch, size=self.size, mode="nearest")
-                feats.append(model.features(batch.to(device)).float().cpu().numpy())  # type: ignore[operator]
+        with torch.no_grad():  # as in training: target patches at the source images' size
+            for batch in pool_batches(self.pool, 128, like, indices=self.target_idx):
+                feats.append(model.features(batch).float().cpu().numpy())  # type: ignore[operator]
         model.train(was_training)
         return proxy_a_distance(fs, np.concatenate(feats), self.seed)
 
