@@ -17,6 +17,12 @@ giving the advisor the imagery to be mapped could add, and does not count as the
         --table benchmarks/results/reuse_eurosat_h100/rows.jsonl --out benchmarks/results/advise_validation
     python benchmarks/advise_validation.py --data benchmarks/configs/xbd_grid.yaml \
         --table benchmarks/results/xbd_grid_cpu/results.csv --out ...   # data + data_options from the config
+
+``--auto`` validates ``advise --auto`` instead, out of sample: for each labels-per-class setting and seed, the
+grid's own training side of that cell (same split, same k labels per class drawn with the same seed; ``--data``
+must be the grid's config YAML) is all the advisor sees.  It inspects it (transfer probe included), ranks, and
+cross-validates its top candidates within ``--budget-minutes``; its pick is then looked up in the table at that
+k and seed, and compared with the best strategy's mean over the same seeds.  The test side never enters the choice.
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from eotransfer.evaluation.advise import AdviseConfig, inspect_task, recommend  # noqa: E402
+from eotransfer.evaluation.advise import (  # noqa: E402
+    AdviseConfig,
+    inspect_task,
+    measure_candidates,
+    recommend,
+)
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
@@ -49,7 +60,8 @@ def read_table(path: Path) -> list[dict[str, Any]]:
                 name = "feature-extraction:logreg"
             init = "pretrained" if r["weights"] else r["init"]  # a pre-trained cell's init names its weights
             rows.append({"k": r["k"] if r["k"] == "all" else int(r["k"]), "init": init,
-                         "strategy": name, "accuracy": float(r["accuracy"]), "n_train": int(r["n_train"])})  # fmt: skip
+                         "strategy": name, "accuracy": float(r["accuracy"]), "n_train": int(r["n_train"]),
+                         "seed": int(r["seed"])})  # fmt: skip
     return rows
 
 
@@ -122,6 +134,86 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
     return out, {"data": data, "table": str(table), "n_samples": facts.n_samples, "transfer_probe": probe}
 
 
+def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: float, top: int,
+                  ks: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """``advise --auto`` on each grid cell's training side; its pick's test accuracy against the best strategy's."""
+    import dataclasses
+    import time
+
+    from eotransfer.evaluation.benchmark import (
+        ArrayDataset,
+        BenchmarkConfig,
+        base_split,
+        grid_split,
+        open_benchmark_data,
+    )
+
+    if not config.endswith((".yaml", ".yml")):
+        raise SystemExit(f"--auto: --data must be the benchmark config YAML of {table}, not {config}")
+    bench = BenchmarkConfig.from_yaml(config)
+    ds = open_benchmark_data(bench)
+    cfg = dataclasses.replace(advise_config(config, None), budget_minutes=budget_minutes, top=top)
+    table_ks = sorted({r["k"] for r in read_table(table)}, key=lambda v: (isinstance(v, str), v))
+    out = []
+    for k in [k for k in table_ks if ks is None or str(k) in ks]:
+        picks, got, lines = [], [], []
+        for seed in seeds:
+            t0 = time.time()
+            split = grid_split(ds, base_split(ds, bench.split, seed), k, seed)
+            train = ArrayDataset(ds, split.train)
+            scfg = dataclasses.replace(cfg, seed=seed)
+            facts, _ = inspect_task(scfg, train)
+            recs = recommend(facts, scfg)
+            best = measure_candidates(train, recs, scfg)["best"]
+            pick = (advisor_name(best), "pretrained" if best.options.get("weights") else "scratch")
+            picks.append(pick)
+            measured = ", ".join(f"{advisor_name(r)} {r.cv_accuracy:.3f}" for r in recs if r.cv_accuracy is not None)
+            probe = "" if facts.probe_pretrained is None else (
+                f"; probe pre-trained {facts.probe_pretrained:.3f} / random {facts.probe_random:.3f}")  # fmt: skip
+            lines.append(f"seed {seed}: {pick[0]} ({pick[1]}); CV: {measured}{probe}")
+            print(f"[{bench.name} k={k} seed={seed}] {lines[-1]} ({time.time() - t0:.0f} s)", flush=True)
+        acc: dict[tuple[Any, int, tuple[str, str]], float] = {}  # read now: the grid may still be growing
+        for r in read_table(table):
+            if r["init"] in ("pretrained", "scratch") and not needs_target(r["strategy"]):
+                acc[(r["k"], r["seed"], (r["strategy"], r["init"]))] = float(r["accuracy"])
+        got = [acc.get((k, seed, pick), float("nan")) for seed, pick in zip(seeds, picks, strict=True)]
+        lines = [f"{line}; test {g:.3f}" for line, g in zip(lines, got, strict=True)]
+        # the best strategy over the same seeds (a strategy missing a seed is left out)
+        means = {}
+        for key in {key for (kk, _, key) in acc if kk == k}:
+            vals = [acc.get((k, s, key)) for s in seeds]
+            if all(v is not None for v in vals):
+                means[key] = float(np.mean(vals))  # type: ignore[arg-type]
+        best_key = max(means, key=lambda key: means[key])
+        mean_got = float(np.mean(got))
+        out.append({
+            "k": k, "seeds": seeds, "picks": [f"{a} ({b})" for a, b in picks], "advisor_accuracy": mean_got,
+            "best": f"{best_key[0]} ({best_key[1]})", "best_accuracy": means[best_key],
+            "gap_points": None if np.isnan(mean_got) else round(100 * (means[best_key] - mean_got), 1),
+            "per_seed": lines,
+        })  # fmt: skip
+    return out, {"data": config, "table": str(table), "mode": "auto", "budget_minutes": budget_minutes, "top": top}
+
+
+def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> str:
+    lines = ["# `advise --auto` vs. benchmark, out of sample: is its pick within 2 points of the best strategy?", ""]
+    for rows, meta in results:
+        lines += [f"**{meta['data']}** — table `{meta['table']}`; --top {meta['top']}, --budget-minutes "
+                  f"{meta['budget_minutes']} per seed", "",
+                  "| labels/class | seeds | advise --auto's picks (one per seed) | their test accuracy (mean) | "
+                  "best strategy on the same seeds | best | gap (points) | within 2 |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in rows:
+            ok = "—" if r["gap_points"] is None else ("yes" if r["gap_points"] <= 2 else "**no**")
+            lines.append(f"| {r['k']} | {len(r['seeds'])} | {'; '.join(r['picks'])} | {r['advisor_accuracy']:.3f} | "
+                         f"{r['best']} | {r['best_accuracy']:.3f} | {r['gap_points']} | {ok} |")  # fmt: skip
+        lines.append("")
+        for r in rows:
+            lines += [f"- k={r['k']}: " + " / ".join(r["per_seed"])]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def markdown(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> str:
     lines = ["# Advisor vs. benchmark: is the first choice within 2 points of the best strategy?", ""]
     for rows, meta in results:
@@ -152,8 +244,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bands", action="append", default=None, help="its bands (repeat; 'none' to infer)")
     ap.add_argument("--table", action="append", type=Path, required=True, help="benchmark table (repeat)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--auto", action="store_true", help="validate advise --auto on each cell's training side")
+    ap.add_argument("--seeds", default="0,1,2", help="--auto: the grid seeds to run it on (comma-separated)")
+    ap.add_argument("--budget-minutes", type=float, default=5.0, help="--auto: its budget per seed")
+    ap.add_argument("--top", type=int, default=3, help="--auto: candidates it measures")
+    ap.add_argument("--ks", default=None, help="--auto: only these labels-per-class settings (comma-separated)")
     args = ap.parse_args(argv)
     bands = args.bands or ["none"] * len(args.data)
+    if args.auto:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        ks = args.ks.split(",") if args.ks else None
+        args.out.mkdir(parents=True, exist_ok=True)
+        auto = []
+        for d, t in zip(args.data, args.table, strict=True):
+            auto.append(validate_auto(d, t, seeds, args.budget_minutes, args.top, ks))
+            (args.out / "results.md").write_text(markdown_auto(auto))  # after each table: a stopped run keeps it
+            (args.out / "results.json").write_text(json.dumps([{"meta": m, "rows": r} for r, m in auto], indent=1))
+        print(markdown_auto(auto))
+        return 0
     results = [validate(d, None if b == "none" else b, t) for d, b, t in zip(args.data, bands, args.table, strict=True)]
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(results)

@@ -112,13 +112,45 @@ def eotransfer_data(path: Path) -> object:
 
 def test_auto_measures_candidates_and_keeps_the_best(eurosat_like: Path, tmp_path: Path) -> None:
     out = tmp_path / "best"
-    res = advise(eurosat_like, bands="eurosat-ms", auto=True, top=2, folds=2, out=str(out), verbose=False)
+    res = advise(eurosat_like, bands="eurosat-ms", auto=True, top=2, folds=2, out=str(out), verbose=False,
+                 one_se=False)  # fmt: skip
     measured = [r for r in res["ranking"] if r.cv_accuracy is not None]
     assert len(measured) == 2
     assert res["best"].cv_accuracy == max(r.cv_accuracy for r in measured)
+    assert res["best"] is res["best_measured"]
     assert 0.0 <= res["reference_cv"][0] <= 1.0
     assert res["beats_reference"] == (res["best"].cv_accuracy > res["reference_cv"][0])
     assert (out / "card.json").exists() and (out / "weights.safetensors").exists()
+
+
+def test_one_standard_error_rule_keeps_the_ranking_unless_a_candidate_beats_it_beyond_noise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import numpy as np
+
+    from eotransfer.evaluation import advise as adv
+
+    folds = {"progressive-unfreeze": [0.6, 0.8, 0.7], "feature-extraction": [0.75, 0.8, 0.7]}  # means 0.70 / 0.75
+
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+        return [0.5, 0.5, 0.5] if rec is None else folds[rec.strategy]
+
+    monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    recs = [
+        adv.Recommendation("progressive-unfreeze", {}, "", 8.2),
+        adv.Recommendation("feature-extraction", {}, "", 8.0),
+    ]
+    res = adv.measure_candidates(None, recs, AdviseConfig(top=2))
+    se = np.std(folds["feature-extraction"], ddof=1) / np.sqrt(3)  # 0.029: 0.70 lies below 0.75 - se
+    assert res["best_measured"].strategy == "feature-extraction" and 0.75 - se > 0.70
+    assert res["best"].strategy == "feature-extraction"
+    folds["feature-extraction"] = [0.9, 0.6, 0.75]  # same mean, se 0.087: the first-ranked one is kept
+    res = adv.measure_candidates(None, recs, AdviseConfig(top=2))
+    assert res["best_measured"].strategy == "feature-extraction" and res["best"].strategy == "progressive-unfreeze"
+    assert (
+        adv.measure_candidates(None, recs, AdviseConfig(top=2, one_se=False))["best"].strategy == "feature-extraction"
+    )
+    assert res["reference_cv"][0] == pytest.approx(0.5) and res["beats_reference"]
 
 
 def test_bad_input() -> None:
@@ -166,7 +198,25 @@ def test_inspect_a_raster_with_labelled_polygons() -> None:
 
 
 def test_auto_cross_validates_only_what_the_labelled_data_can_measure() -> None:
-    from eotransfer.evaluation.advise import cv_measurable
+    from eotransfer.evaluation.advise import Recommendation, cv_measurable
 
-    assert not any(cv_measurable(s) for s in ("coral", "dann", "mmd", "adabn", "distill", "zero-shot", "protonet"))
+    assert not any(cv_measurable(s) for s in ("coral", "dann", "mmd", "adabn", "distill", "zero-shot"))
     assert all(cv_measurable(s) for s in ("finetune", "feature-extraction", "progressive-unfreeze", "adversarial"))
+    # protonet on the labelled classes is an ordinary classifier; for new classes at prediction time, or with
+    # classes held out of meta-training, cross-validation on the labelled classes does not measure its point
+    assert cv_measurable("protonet")
+    assert not cv_measurable(Recommendation("protonet", {"novel_classes": "water"}, "", 0.0))
+    (proto,) = [r for r in recommend(facts(), AdviseConfig(new_classes_at_prediction=True)) if r.strategy == "protonet"]
+    assert proto.capability and not cv_measurable(proto)
+
+
+def test_without_transferable_weights_few_labels_add_protonet_as_a_candidate() -> None:
+    for k, shots in ((5, 1), (20, 5), (9, 3)):
+        recs = recommend(facts(k=k, weights=None), AdviseConfig())
+        assert [r.strategy for r in recs] == ["finetune", "protonet", "feature-extraction"]
+        assert recs[1].options == {"weights": None, "shots": shots}  # leaves queries in a 3-fold CV training fold
+        assert "Snell" not in recs[1].reason and "episodic" in recs[1].reason
+    assert "protonet" not in ranked(facts(k=60, weights=None))  # enough labels to train end to end
+    assert "protonet" not in ranked(facts(k=1, weights=None))  # no query left beside a support sample
+    # with transferable weights the pre-trained candidates stay as they were
+    assert "protonet" not in ranked(facts(k=5))

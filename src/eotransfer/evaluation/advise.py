@@ -50,6 +50,9 @@ class AdviseConfig(DataOptions):
     auto: bool = param(False, "measure the top candidates by cross-validation and keep the best (writes --out)")
     top: int = param(3, "candidates measured by --auto", 1, 20)
     folds: int = param(3, "cross-validation folds of --auto", 2, 20)
+    one_se: bool = param(
+        True, "--auto keeps the highest-ranked candidate within one standard error of the best CV accuracy"
+    )
     seed: int = param(0, "random seed", 0, 2**31 - 1)
     out: str | None = param(None, "--auto: directory of the winning model")
     probe: bool = param(
@@ -69,6 +72,9 @@ class Recommendation:
     score: float
     cv_accuracy: float | None = None
     cv_ci95: float | None = None
+    #: proposed for what the labelled classes cannot show (e.g. new classes given at prediction time), so
+    #: ``--auto`` does not put it in a cross-validation contest it is not meant to win
+    capability: bool = False
 
 
 @dataclass
@@ -122,8 +128,11 @@ def best_weights(data_bands: Any, arch: str) -> tuple[str | None, float]:
     return best
 
 
-def inspect_task(cfg: AdviseConfig) -> tuple[TaskFacts, Any]:
-    """Open the data (and the target) and gather the facts the rules use."""
+def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
+    """Open the data (and the target) and gather the facts the rules use.
+
+    ``ds``: an already opened data set to inspect instead of ``cfg.data`` (e.g. one training side of a split).
+    """
     import torch
 
     from eotransfer.api import load_data
@@ -132,7 +141,7 @@ def inspect_task(cfg: AdviseConfig) -> tuple[TaskFacts, Any]:
     from eotransfer.evaluation.reference import band_statistics_matrix
     from eotransfer.models.weights import resolve_weights
 
-    ds = load_data(cfg)
+    ds = load_data(cfg) if ds is None else ds
     counts = ds.class_counts()
     unseen = [c.strip() for c in (cfg.unseen_classes or "").split(",") if c.strip()]
     weights = cfg.weights or best_weights(ds.bands, cfg.backbone)[0]
@@ -197,15 +206,15 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
     epochs_affordable = cfg.budget_minutes * 60 / max(facts.seconds_per_epoch_estimate, 1e-3)
     recs: list[Recommendation] = []
 
-    def add(strategy: str, score: float, reason: str, **options: Any) -> None:
-        recs.append(Recommendation(strategy, {**w, **options}, reason, score))
+    def add(strategy: str, score: float, reason: str, capability: bool = False, **options: Any) -> None:
+        recs.append(Recommendation(strategy, {**w, **options}, reason, score, capability=capability))
 
     if facts.unseen_classes:
         add("zero-shot", 10, f"classes {', '.join(facts.unseen_classes)} have no labels: only their descriptions can "
             "name them (generalised zero-shot with calibrated stacking)", unseen_classes=",".join(facts.unseen_classes))  # fmt: skip
     if cfg.new_classes_at_prediction:
         add("protonet", 9, "new classes arrive with a few examples at prediction time: prototypes from a new support "
-            "set need no retraining")  # fmt: skip
+            "set need no retraining", capability=True)  # fmt: skip
     if facts.target_pad is not None and facts.target_pad >= PAD_SHIFT:
         add("coral", 8.5, f"the target differs from the labelled data (proxy A-distance {facts.target_pad:.2f} ≥ "
             f"{PAD_SHIFT}); CORAL aligns their feature covariances, the most stable of the adaptation losses",
@@ -259,6 +268,15 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
             weights=None)  # fmt: skip
         add("feature-extraction", 2.5, f"{why}: a logistic regression on the features of a randomly initialised "
             "network, a cheap baseline", weights=None, classifier="logreg")  # fmt: skip
+        if 2 <= k < 50:
+            # Snell et al. 2017: episodic training of an embedding for few labelled samples per class; measured
+            # (benchmarks/README.md, xBD grid): from scratch it led at 20 labels per class (0.920 vs. fine-tuning's
+            # 0.857) but was unstable at 5 (one seed of three collapsed), hence ranked below fine-tuning, as a
+            # candidate for --auto to measure.  Shots leave queries in a cross-validation training fold.
+            shots = max(1, min(5, (k * (cfg.folds - 1) // cfg.folds) // 2))
+            add("protonet", 2.8, f"{why}: {k} labels per class, so episodic prototypical training from scratch "
+                f"({shots}-shot episodes) learns an embedding suited to few labels; less stable than fine-tuning "
+                "with under ~10 labels per class", weights=None, shots=shots)  # fmt: skip
     if cfg.robust:
         add("adversarial", 9.5, "the model must withstand perturbations: adversarial fine-tuning (PGD) trades a "
             "little clean accuracy for robust accuracy")  # fmt: skip
@@ -275,15 +293,27 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
 
 
 #: parameters that mark a strategy whose worth cross-validation on the labelled data cannot measure: it adapts
-#: to target imagery (its gain lies there), needs a teacher model, or is about classes without (enough) labels
-NOT_CV_MEASURABLE = frozenset({"target", "teacher", "unseen_classes", "novel_classes"})
+#: to target imagery (its gain lies there), needs a teacher model, or names classes without labels
+NOT_CV_MEASURABLE = frozenset({"target", "teacher", "unseen_classes"})
+#: options that make a recommendation about classes without (enough) labels when they are set
+NOT_CV_MEASURABLE_OPTIONS = frozenset({"novel_classes", "base_classes"})
 
 
-def cv_measurable(strategy: str) -> bool:
-    """Whether ``--auto`` can rank ``strategy`` by cross-validation on the labelled data (see NOT_CV_MEASURABLE)."""
+def cv_measurable(rec: Recommendation | str) -> bool:
+    """Whether ``--auto`` can rank a recommendation (or a strategy with default options) by cross-validation.
+
+    Not: a strategy whose parameters include one of :data:`NOT_CV_MEASURABLE`, a recommendation that sets one
+    of :data:`NOT_CV_MEASURABLE_OPTIONS`, or one proposed for a capability (``Recommendation.capability``).
+    ``protonet`` on the labelled classes is an ordinary classifier and is measured like the others.
+    """
     from eotransfer.strategies.base import get_strategy
 
-    return not {f.name for f in dataclasses.fields(get_strategy(strategy).Params)} & NOT_CV_MEASURABLE
+    if isinstance(rec, str):
+        rec = Recommendation(rec, {}, "", 0.0)
+    fields = {f.name for f in dataclasses.fields(get_strategy(rec.strategy).Params)}
+    if fields & NOT_CV_MEASURABLE or rec.capability:
+        return False
+    return not any(rec.options.get(name) for name in NOT_CV_MEASURABLE_OPTIONS)
 
 
 def cautions(facts: TaskFacts, min_per_class: int = 5) -> list[str]:
@@ -375,10 +405,45 @@ def cross_validate(
     return accs
 
 
-def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
-    """Inspect the task, rank the strategies, and with ``auto`` measure the top ones and keep the best."""
+def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -> dict[str, Any]:
+    """``--auto``'s measurement: the top ``cfg.top`` cross-validation-measurable candidates and the reference.
+
+    Each candidate's ``cv_accuracy``/``cv_ci95`` is set in place; returns ``reference_cv`` (mean, 95 % half-width
+    of band statistics + logistic regression on the same folds), ``best_measured`` (the highest mean CV
+    accuracy), ``best`` (the kept candidate) and ``beats_reference``.  Within ``cfg.budget_minutes`` every
+    candidate gets at least one fold.  With ``cfg.one_se`` the kept candidate is the highest-ranked one whose CV
+    accuracy lies within one standard error (over folds) of the best measured: the one-standard-error rule
+    (Hastie, Tibshirani & Friedman 2009, "The Elements of Statistical Learning", §7.10), so that with a few
+    labels per class, where folds of a handful of samples differ by chance, the ranking's prior is not
+    overturned by noise.
+    """
     from eotransfer.engine.metrics import mean_ci95
 
+    deadline = time.time() + cfg.budget_minutes * 60
+    measurable = [r for r in recs if cv_measurable(r)]
+    ref = mean_ci95(cross_validate(ds, None, cfg, deadline))
+    folds: dict[int, list[float]] = {}
+    for r in measurable[: cfg.top]:
+        accs = cross_validate(ds, r, cfg, deadline)
+        folds[id(r)] = accs
+        r.cv_accuracy, r.cv_ci95 = mean_ci95(accs)
+        if math.isnan(r.cv_ci95):
+            r.cv_ci95 = 0.0
+    scored = [r for r in measurable if r.cv_accuracy is not None]
+    if not scored:
+        raise ConfigError("--auto: no candidate could be measured within --budget-minutes; raise the budget")
+    top = max(scored, key=lambda r: r.cv_accuracy or 0.0)
+    best = top
+    if cfg.one_se:
+        accs = np.asarray(folds[id(top)])
+        se = float(accs.std(ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else 0.0
+        best = next(r for r in scored if (r.cv_accuracy or 0.0) >= (top.cv_accuracy or 0.0) - se)  # rank order
+    return {"reference_cv": ref, "best": best, "best_measured": top,
+            "beats_reference": (best.cv_accuracy or 0.0) > ref[0]}  # fmt: skip
+
+
+def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
+    """Inspect the task, rank the strategies, and with ``auto`` measure the top ones and keep the best."""
     cfg = AdviseConfig(**{k: v for k, v in options.items() if k in {f.name for f in dataclasses.fields(AdviseConfig)}})
     cfg.data = str(data or cfg.data)
     validate_params(cfg)
@@ -388,21 +453,8 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
     recs = recommend(facts, cfg)
     result: dict[str, Any] = {"facts": dataclasses.asdict(facts), "ranking": recs, "warnings": cautions(facts)}
     if cfg.auto:
-        deadline = time.time() + cfg.budget_minutes * 60
-        measurable = [r for r in recs if cv_measurable(r.strategy)]
-        ref = cross_validate(ds, None, cfg, deadline)
-        result["reference_cv"] = mean_ci95(ref)
-        for r in measurable[: cfg.top]:
-            accs = cross_validate(ds, r, cfg, deadline)
-            r.cv_accuracy, r.cv_ci95 = mean_ci95(accs)
-            if math.isnan(r.cv_ci95):
-                r.cv_ci95 = 0.0
-        scored = [r for r in measurable if r.cv_accuracy is not None]
-        if not scored:
-            raise ConfigError("--auto: no candidate could be measured within --budget-minutes; raise the budget")
-        best = max(scored, key=lambda r: r.cv_accuracy or 0.0)
-        result["best"] = best
-        result["beats_reference"] = (best.cv_accuracy or 0.0) > result["reference_cv"][0]
+        result.update(measure_candidates(ds, recs, cfg))
+        best = result["best"]
         if cfg.out:
             from eotransfer.api import fit
 
@@ -417,8 +469,10 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
         if cfg.auto:
             m, h = result["reference_cv"]
             print(f"\nband statistics + logistic regression (reference), same folds: {m:.3f} ± {h:.3f}")
-            b = result["best"]
+            b, top = result["best"], result["best_measured"]
             verdict = "beats" if result["beats_reference"] else "does NOT beat"
-            print(f"best measured: {b.strategy} ({b.cv_accuracy:.3f}), which {verdict} the reference"
+            rule = "" if b is top else (f" (the highest-ranked candidate within one standard error of the best "
+                                        f"measured, {top.strategy} {top.cv_accuracy:.3f})")  # fmt: skip
+            print(f"kept: {b.strategy} ({b.cv_accuracy:.3f}){rule}, which {verdict} the reference"
                   + (f"; model written to {cfg.out}" if cfg.out else ""))  # fmt: skip
     return result
