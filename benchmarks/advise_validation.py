@@ -140,6 +140,7 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
     import dataclasses
     import time
 
+    from eotransfer.errors import ConfigError
     from eotransfer.evaluation.benchmark import (
         ArrayDataset,
         BenchmarkConfig,
@@ -164,13 +165,16 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
             scfg = dataclasses.replace(cfg, seed=seed)
             facts, _ = inspect_task(scfg, train)
             recs = recommend(facts, scfg)
-            best = measure_candidates(train, recs, scfg)["best"]
+            try:
+                best, how = measure_candidates(train, recs, scfg)["best"], "CV"
+            except ConfigError as exc:  # e.g. one label per class: nothing to cross-validate, the ranking decides
+                best, how = recs[0], f"no CV ({exc}), the ranking's first"
             pick = (advisor_name(best), "pretrained" if best.options.get("weights") else "scratch")
             picks.append(pick)
             measured = ", ".join(f"{advisor_name(r)} {r.cv_accuracy:.3f}" for r in recs if r.cv_accuracy is not None)
             probe = "" if facts.probe_pretrained is None else (
                 f"; probe pre-trained {facts.probe_pretrained:.3f} / random {facts.probe_random:.3f}")  # fmt: skip
-            lines.append(f"seed {seed}: {pick[0]} ({pick[1]}); CV: {measured}{probe}")
+            lines.append(f"seed {seed}: {pick[0]} ({pick[1]}); {how}: {measured}{probe}")
             print(f"[{bench.name} k={k} seed={seed}] {lines[-1]} ({time.time() - t0:.0f} s)", flush=True)
         acc: dict[tuple[Any, int, tuple[str, str]], float] = {}  # read now: the grid may still be growing
         for r in read_table(table):
