@@ -52,10 +52,14 @@ def test_weights_whose_features_do_not_transfer_give_way_to_training_from_scratc
     assert not f.weights_transfer
     recs = recommend(f, AdviseConfig())
     assert recs[0].strategy == "finetune" and recs[0].options["weights"] is None
-    assert "no better than a randomly initialised network's" in recs[0].reason and "0.550 vs. 0.800" in recs[0].reason
+    assert "worse than a randomly initialised network's" in recs[0].reason and "0.550 vs. 0.800" in recs[0].reason
     assert all(r.options.get("weights") is None for r in recs)
     # features that beat random ones keep the pre-trained ranking
     assert ranked(facts(k=20, probe_pretrained=0.81, probe_random=0.80))[0] == "progressive-unfreeze"
+    # the weights are the prior: a tie, or random features ahead by less than one standard error, keeps them
+    assert facts(k=20, probe_pretrained=0.722, probe_random=0.722).weights_transfer
+    assert facts(k=20, probe_pretrained=0.70, probe_random=0.75, probe_se=0.06).weights_transfer
+    assert not facts(k=20, probe_pretrained=0.70, probe_random=0.75, probe_se=0.04).weights_transfer
 
 
 def test_weights_from_another_sensor_are_used_frozen_with_few_labels() -> None:
@@ -95,8 +99,9 @@ def test_transfer_probe_subsamples_per_class(eurosat_like: Path, monkeypatch: py
 
     monkeypatch.setattr(advise_module, "cross_validate", fake_cv)
     ds = eotransfer_data(eurosat_like)
-    pre, rnd = advise_module.transfer_probe(ds, "w", AdviseConfig(probe_samples=20))
+    pre, rnd, se = advise_module.transfer_probe(ds, "w", AdviseConfig(probe_samples=20))
     assert (pre, rnd) == pytest.approx((0.8, 0.5))
+    assert se == pytest.approx(0.2)  # fold-wise differences 0.5 and 0.1: std 0.283 / sqrt(2)
     assert [w for w, _ in seen] == ["w", None]
     idx = seen[0][1]
     assert np.array_equal(idx, seen[1][1]) and len(idx) <= 20 + len(ds.classes)

@@ -94,14 +94,24 @@ class TaskFacts:
     #: transfer probe: CV accuracy of logistic regression on frozen pre-trained / random-init features
     probe_pretrained: float | None = None
     probe_random: float | None = None
+    #: standard error of the probe's fold-wise difference (pre-trained minus random, on the same folds)
+    probe_se: float | None = None
     #: the weights were pre-trained on the data's own bands (same sensor); False: bands matched by common
     #: name or wavelength from another sensor (e.g. 10 m Sentinel-2 weights on aerial RGB); None: unknown
     weights_same_sensor: bool | None = None
 
     @property
     def weights_transfer(self) -> bool:
-        """False when the probe found the pre-trained features no better than a random network's."""
-        return self.probe_pretrained is None or self.probe_random is None or self.probe_pretrained > self.probe_random
+        """False when the probe found the pre-trained features worse than a random network's beyond noise.
+
+        The pre-trained weights are the prior: they are set aside only when the random-init features beat
+        them by more than one standard error of the paired fold-wise difference (``probe_se``), as in the
+        one-standard-error rule of ``--auto``.  With a few labels per class the folds hold a handful of
+        samples, and a tie or a difference of a sample or two says nothing about the weights.
+        """
+        if self.probe_pretrained is None or self.probe_random is None:
+            return True
+        return self.probe_random - self.probe_pretrained <= (self.probe_se or 0.0)
 
 
 def band_coverage(data_bands: Any, weight_bands: Any) -> float:
@@ -165,12 +175,14 @@ def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
     facts = TaskFacts(len(ds), list(ds.classes), counts, ds.bands.keys, weights, cov, unseen, pad, gpu, per_epoch,
                       weights_same_sensor=same_sensor)  # fmt: skip
     if cfg.probe and weights is not None and cov >= MIN_BAND_COVERAGE and min(counts.values(), default=0) >= 2:
-        facts.probe_pretrained, facts.probe_random = transfer_probe(ds, weights, cfg)
+        facts.probe_pretrained, facts.probe_random, facts.probe_se = transfer_probe(ds, weights, cfg)
     return facts, ds
 
 
-def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> tuple[float, float]:
+def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> tuple[float, float, float]:
     """Do the weights' features transfer to these images?  Mean CV accuracy, pre-trained vs. random init.
+
+    Returns both means and the standard error of their fold-wise difference (the folds are the same).
 
     Run by :func:`inspect_task` when every class has at least two labelled samples (two folds).
 
@@ -189,12 +201,13 @@ def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> tuple[float, flo
             rng.choice(c_idx, min(len(c_idx), max(2, round(share * len(c_idx)))), replace=False)
             for c in np.unique(ds.labels) if len(c_idx := np.flatnonzero(ds.labels == c))
         ]))  # fmt: skip
-    accs = []
+    folds = []
     for w in (weights, None):
         rec = Recommendation("feature-extraction", {"weights": w, "classifier": "logreg"}, "probe", 0.0)
-        folds = cross_validate(ds, rec, cfg, math.inf, indices=idx)
-        accs.append(float(np.mean(folds)))
-    return accs[0], accs[1]
+        folds.append(np.asarray(cross_validate(ds, rec, cfg, math.inf, indices=idx)))
+    diff = folds[0] - folds[1]
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return float(folds[0].mean()), float(folds[1].mean()), se
 
 
 def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
@@ -260,7 +273,7 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
         elif facts.band_coverage < MIN_BAND_COVERAGE:
             why = f"the weights {facts.weights} fill only {facts.band_coverage:.0%} of the data's bands"
         else:
-            why = (f"frozen features of the weights {facts.weights} classify these images no better than a randomly "
+            why = (f"frozen features of the weights {facts.weights} classify these images worse than a randomly "
                    f"initialised network's (logistic regression, cross-validated: {facts.probe_pretrained:.3f} vs. "
                    f"{facts.probe_random:.3f}), so they do not transfer here (another sensor or resolution)")  # fmt: skip
         add("finetune", 6 if k >= 50 else 3, f"{why}: train end to end from scratch ({k} labels per class here); "
@@ -348,7 +361,8 @@ def facts_table(facts: TaskFacts) -> str:
             "not run"
             if facts.probe_pretrained is None or facts.probe_random is None
             else f"frozen features + logistic regression (CV): pre-trained {facts.probe_pretrained:.3f}, random init "
-            f"{facts.probe_random:.3f}" + ("" if facts.weights_transfer else ": the weights do not transfer"),
+            f"{facts.probe_random:.3f}, standard error of the difference {facts.probe_se or 0.0:.3f}"
+            + ("" if facts.weights_transfer else ": the weights do not transfer"),
         ),  # fmt: skip
         ("classes without labels", ", ".join(facts.unseen_classes) or "none"),
         (
