@@ -449,8 +449,8 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     top = max(scored, key=lambda r: r.cv_accuracy or 0.0)
     best = top
     if cfg.one_se:
-        accs = np.asarray(folds[id(top)])
-        se = float(accs.std(ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else 0.0
+        top_folds = np.asarray(folds[id(top)])
+        se = float(top_folds.std(ddof=1) / np.sqrt(len(top_folds))) if len(top_folds) > 1 else 0.0
         best = next(r for r in scored if (r.cv_accuracy or 0.0) >= (top.cv_accuracy or 0.0) - se)  # rank order
     return {"reference_cv": ref, "best": best, "best_measured": top,
             "beats_reference": (best.cv_accuracy or 0.0) > ref[0]}  # fmt: skip
