@@ -201,6 +201,9 @@ def test_inspect_a_raster_with_labelled_polygons() -> None:
     (warning,) = cautions(f)
     assert "crop (4), developed (1), tree (1), water (4)" in warning and "zero-shot" in warning
     assert cautions(facts(k=5)) == []
+    (auto_warning,) = cautions(facts(k=20), auto=True)  # measured: --auto's folds are too small below 100 samples
+    assert "--auto with 60 labelled samples" in auto_warning and "in all 6 settings" in auto_warning
+    assert cautions(facts(k=34), auto=True) == [] and cautions(facts(k=20)) == []  # 102 samples; no --auto
 
 
 def test_auto_cross_validates_only_what_the_labelled_data_can_measure() -> None:
