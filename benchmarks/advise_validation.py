@@ -85,6 +85,16 @@ def advisor_name(rec: Any) -> str:
     return str(rec.strategy)
 
 
+def advisor_pick(rec: Any) -> tuple[str, str]:
+    """A recommendation as a table key: (strategy as the table names it, ``pretrained`` or ``scratch``)."""
+    return advisor_name(rec), "pretrained" if rec.options.get("weights") else "scratch"
+
+
+def pickable(init: str, strategy: str) -> bool:
+    """A row the advisor could pick without ``--target``: a strategy (not the reference) that needs no test images."""
+    return init in ("pretrained", "scratch") and not needs_target(strategy)
+
+
 def advise_config(data: str, bands: str | None) -> AdviseConfig:
     """The advisor's view of a data set: a path (with ``bands``), or a benchmark config YAML (its data options)."""
     if data.endswith((".yaml", ".yml")):
@@ -109,13 +119,12 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
     for k in sorted({key[0] for key in by}, key=lambda v: (isinstance(v, str), v)):
         per_class = int(k) if k != "all" else max(1, n_train.get(k, 0) // max(len(ds.classes), 1))
         f = facts.__class__(**{**facts.__dict__, "labels_per_class": dict.fromkeys(facts.classes, per_class)})
-        first = recommend(f, cfg)[0]
-        pick = (advisor_name(first), "pretrained" if first.options.get("weights") else "scratch")
+        pick = advisor_pick(recommend(f, cfg)[0])
         means = {(i, s): float(np.mean(v)) for (kk, i, s), v in by.items() if kk == k}
-        # every strategy the advisor could pick, from pre-trained weights or from scratch (not the reference)
-        candidates = {(s, i): m for (i, s), m in means.items() if i in ("pretrained", "scratch")}
-        strategies = {key: m for key, m in candidates.items() if not needs_target(key[0])}
-        adapting = {key: m for key, m in candidates.items() if needs_target(key[0])}
+        # every strategy the advisor could pick, from pre-trained weights or from scratch; those adapting to the
+        # test images apart (not the reference)
+        strategies = {(s, i): m for (i, s), m in means.items() if pickable(i, s)}
+        adapting = {(s, i): m for (i, s), m in means.items() if i in ("pretrained", "scratch") and needs_target(s)}
         if not strategies:
             continue
         best = max(strategies, key=lambda s: strategies[s])
@@ -169,7 +178,7 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
                 best, how = measure_candidates(train, recs, scfg)["best"], "CV"
             except ConfigError as exc:  # e.g. one label per class: nothing to cross-validate, the ranking decides
                 best, how = recs[0], f"no CV ({exc}), the ranking's first"
-            pick = (advisor_name(best), "pretrained" if best.options.get("weights") else "scratch")
+            pick = advisor_pick(best)
             picks.append(pick)
             measured = ", ".join(f"{advisor_name(r)} {r.cv_accuracy:.3f}" for r in recs if r.cv_accuracy is not None)
             probe = "" if facts.probe_pretrained is None else (
@@ -178,7 +187,7 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
             print(f"[{bench.name} k={k} seed={seed}] {lines[-1]} ({time.time() - t0:.0f} s)", flush=True)
         acc: dict[tuple[Any, int, tuple[str, str]], float] = {}  # read now: the grid may still be growing
         for r in read_table(table):
-            if r["init"] in ("pretrained", "scratch") and not needs_target(r["strategy"]):
+            if pickable(r["init"], r["strategy"]):
                 acc[(r["k"], r["seed"], (r["strategy"], r["init"]))] = float(r["accuracy"])
         got = [acc.get((k, seed, pick), float("nan")) for seed, pick in zip(seeds, picks, strict=True)]
         lines = [f"{line}; test {g:.3f}" for line, g in zip(lines, got, strict=True)]

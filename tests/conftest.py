@@ -71,9 +71,7 @@ def probe_model(eurosat_like: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def resume_matches_uninterrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., None]:
+def resume_matches_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """``check(data, cls, method, calls, **fit_options)``: fit once uninterrupted; fit again, killed when
     ``cls.method`` is called for the ``calls + 1``-th time, then resumed; assert both end bit-identical."""
     import eotransfer

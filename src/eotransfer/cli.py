@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--scale", type=float, default=argparse.SUPPRESS)
     ev.add_argument("--offset", type=float, default=argparse.SUPPRESS)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    ev.add_argument("--task", default=argparse.SUPPRESS, help="a progressive model's task to score (default: its newest)")
+    ev.add_argument(
+        "--task", default=argparse.SUPPRESS, help="a progressive model's task to score (default: its newest)"
+    )
     ev.add_argument(
         "--domain-gap", metavar="SOURCE_DATA", default=argparse.SUPPRESS,
         help="source-domain data: also print the proxy A-distance between its and the data's backbone features",
@@ -163,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("backbones", help="list architectures and TorchGeo weights with their bands")
     sub.add_parser("strategies", help="list the registered strategies and their parameters")
-    seq = sub.add_parser("progressive-sequence", help="a task sequence: progressive networks vs. sequential fine-tuning")
+    seq = sub.add_parser(
+        "progressive-sequence", help="a task sequence: progressive networks vs. sequential fine-tuning"
+    )
     seq.add_argument("config", help="YAML with 'tasks' (see eotransfer.strategies._progressive_sequence)")
     demo = sub.add_parser("demo", help="run the main job end to end on real data")
     demo.add_argument("--data-root", help="folder holding eurosat-ms/ and landsat8-scene/ (default: ../shared/data)")
@@ -177,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--check-bands", help="the check data's bands (default: the model's)")
     exp.add_argument("--n-check", type=int, default=32, help="patches in the parity check")
     exp.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    bench = sub.add_parser("benchmark", help="run a grid of strategies x weights x labels per class x seeds (resumable)")
+    bench = sub.add_parser(
+        "benchmark", help="run a grid of strategies x weights x labels per class x seeds (resumable)"
+    )
     bench.add_argument("config", help="benchmark YAML (see benchmarks/configs/)")
     bench.add_argument("--out", required=True, help="output folder: results.csv (cells already there are skipped)")
     bench.add_argument("--no-progress", action="store_true", help="print no line per cell")
@@ -305,7 +311,9 @@ def run(argv: list[str] | None = None) -> int:
         metrics = evaluate(args.model, args.data, **opts)
         print(json.dumps(metrics, indent=1) if args.json else metrics_table(metrics))
         if "proxy_a_distance" in metrics and not args.json:
-            print(f"proxy A-distance to {args.domain_gap}: {metrics['proxy_a_distance']:.3f} (0 = same domain, 2 = separable)")
+            print(
+                f"proxy A-distance to {args.domain_gap}: {metrics['proxy_a_distance']:.3f} (0 = same domain, 2 = separable)"
+            )
         if "attack" in metrics and not args.json:
             a = metrics["attack"]
             print(f"{a['attack']} (steps {a['steps']}, eps {a['eps']} reflectance): clean accuracy "

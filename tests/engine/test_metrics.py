@@ -7,7 +7,13 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from eotransfer.engine.metrics import classification_metrics, confusion_matrix, mean_ci95, metrics_table
+from eotransfer.engine.metrics import (
+    classification_metrics,
+    confusion_matrix,
+    mean_ci95,
+    metrics_table,
+    standard_error,
+)
 
 CLASSES = ["a", "b", "c", "d", "e"]
 
@@ -66,6 +72,12 @@ def test_mean_ci95_degenerate() -> None:
     mean, half = mean_ci95([])
     assert np.isnan(mean) and np.isnan(half)
     assert mean_ci95([0.5, 0.5, 0.5]) == (0.5, 0.0)
+
+
+def test_standard_error_by_hand() -> None:
+    # [1, 2, 3, 4]: sample variance 5/3, so SE = sqrt(5/3) / 2
+    assert standard_error([1.0, 2.0, 3.0, 4.0]) == pytest.approx(np.sqrt(5 / 3) / 2)
+    assert standard_error([0.8]) == 0.0 and standard_error([]) == 0.0
 
 
 def test_metrics_table() -> None:

@@ -240,7 +240,9 @@ def test_spatial_grid_names_its_test_blocks_and_adapts_to_them(eurosat_like: Pat
 
 
 def test_test_blocks_need_a_block_split(eurosat_like: Path) -> None:
-    with pytest.raises(ConfigError, match="split.test_blocks: needs split.kind utm-zone, lonlat-block, group, not stratified"):
+    with pytest.raises(
+        ConfigError, match="split.test_blocks: needs split.kind utm-zone, lonlat-block, group, not stratified"
+    ):
         bm.BenchmarkConfig.from_dict(_config(eurosat_like, split={"kind": "stratified", "test_blocks": "east"}))
     with pytest.raises(ConfigError, match=r"split.test_blocks: \[\]; give block names"):
         bm.BenchmarkConfig.from_dict(_config(eurosat_like, split={"kind": "utm-zone", "test_blocks": []}))

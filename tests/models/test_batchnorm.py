@@ -10,7 +10,9 @@ from eotransfer.models.batchnorm import batchnorm_layers, reestimate_batchnorm
 
 def _net() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(), nn.LazyLinear(2))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(), nn.LazyLinear(2)
+    )
 
 
 def test_statistics_are_those_of_the_target_batches() -> None:

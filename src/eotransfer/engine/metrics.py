@@ -52,8 +52,13 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     if len(arr) < 2:
         return float(arr.mean()) if len(arr) else float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / np.sqrt(len(arr))
-    return float(arr.mean()), float(half)
+    return float(arr.mean()), float(stats.t.ppf(0.975, len(arr) - 1) * standard_error(arr))
+
+
+def standard_error(values: Sequence[float] | np.ndarray) -> float:
+    """Standard error of the mean: sample standard deviation / sqrt(n); 0 for fewer than two values."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else 0.0
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:

@@ -193,6 +193,8 @@ def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> tuple[float, flo
     on another sensor or resolution (10 m Sentinel-2 weights on 0.5 m aerial chips, say) can do no
     better than random features; then the rules do not count on them.
     """
+    from eotransfer.engine.metrics import standard_error
+
     rng = np.random.default_rng(cfg.seed)
     idx = np.arange(len(ds))
     if len(idx) > cfg.probe_samples:  # stratified subsample: every class keeps its share (at least 2)
@@ -205,9 +207,7 @@ def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> tuple[float, flo
     for w in (weights, None):
         rec = Recommendation("feature-extraction", {"weights": w, "classifier": "logreg"}, "probe", 0.0)
         folds.append(np.asarray(cross_validate(ds, rec, cfg, math.inf, indices=idx)))
-    diff = folds[0] - folds[1]
-    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    return float(folds[0].mean()), float(folds[1].mean()), se
+    return float(folds[0].mean()), float(folds[1].mean()), standard_error(folds[0] - folds[1])
 
 
 def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
@@ -453,27 +453,25 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     labels per class, where folds of a handful of samples differ by chance, the ranking's prior is not
     overturned by noise.
     """
-    from eotransfer.engine.metrics import mean_ci95
+    from eotransfer.engine.metrics import mean_ci95, standard_error
 
     deadline = time.time() + cfg.budget_minutes * 60
     measurable = [r for r in recs if cv_measurable(r)]
     ref = mean_ci95(cross_validate(ds, None, cfg, deadline))
-    folds: dict[int, list[float]] = {}
+    scored: list[tuple[Recommendation, float]] = []  # (candidate, standard error over its folds), rank order
     for r in measurable[: cfg.top]:
         accs = cross_validate(ds, r, cfg, deadline)
-        folds[id(r)] = accs
         r.cv_accuracy, r.cv_ci95 = mean_ci95(accs)
         if math.isnan(r.cv_ci95):
             r.cv_ci95 = 0.0
-    scored = [r for r in measurable if r.cv_accuracy is not None]
+        if accs:
+            scored.append((r, standard_error(accs)))
     if not scored:
         raise ConfigError("--auto: no candidate could be measured within --budget-minutes; raise the budget")
-    top = max(scored, key=lambda r: r.cv_accuracy or 0.0)
+    top, top_se = max(scored, key=lambda pair: pair[0].cv_accuracy or 0.0)
     best = top
     if cfg.one_se:
-        top_folds = np.asarray(folds[id(top)])
-        se = float(top_folds.std(ddof=1) / np.sqrt(len(top_folds))) if len(top_folds) > 1 else 0.0
-        best = next(r for r in scored if (r.cv_accuracy or 0.0) >= (top.cv_accuracy or 0.0) - se)  # rank order
+        best = next(r for r, _ in scored if (r.cv_accuracy or 0.0) >= (top.cv_accuracy or 0.0) - top_se)
     return {"reference_cv": ref, "best": best, "best_measured": top,
             "beats_reference": (best.cv_accuracy or 0.0) > ref[0]}  # fmt: skip
 
