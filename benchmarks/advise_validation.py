@@ -23,6 +23,8 @@ grid's own training side of that cell (same split, same k labels per class drawn
 must be the grid's config YAML) is all the advisor sees.  It inspects it (transfer probe included), ranks, and
 cross-validates its top candidates within ``--budget-minutes``; its pick is then looked up in the table at that
 k and seed, and compared with the best strategy's mean over the same seeds.  The test side never enters the choice.
+``--auto --ranking`` does the same for the ranking's first choice (no cross-validation of candidates): the
+advisor's first choice out of sample, its transfer probe seeing only the cell's own labelled samples.
 """
 
 from __future__ import annotations
@@ -144,8 +146,12 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
 
 
 def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: float, top: int,
-                  ks: list[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
-    """``advise --auto`` on each grid cell's training side; its pick's test accuracy against the best strategy's."""
+                  ks: list[str] | None = None, measure: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+    """``advise --auto`` on each grid cell's training side; its pick's test accuracy against the best strategy's.
+
+    ``measure=False``: the ranking's first choice instead (inspection and transfer probe on that training side,
+    no cross-validation of candidates), the advisor's first choice out of sample.
+    """
     import dataclasses
     import time
 
@@ -175,7 +181,10 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
             facts, _ = inspect_task(scfg, train)
             recs = recommend(facts, scfg)
             try:
-                best, how = measure_candidates(train, recs, scfg)["best"], "CV"
+                if not measure:
+                    best, how = recs[0], "the ranking's first (not measured)"
+                else:
+                    best, how = measure_candidates(train, recs, scfg)["best"], "CV"
             except ConfigError as exc:  # e.g. one label per class: nothing to cross-validate, the ranking decides
                 best, how = recs[0], f"no CV ({exc}), the ranking's first"
             pick = advisor_pick(best)
@@ -205,15 +214,19 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
             "gap_points": None if np.isnan(mean_got) else round(100 * (means[best_key] - mean_got), 1),
             "per_seed": lines,
         })  # fmt: skip
-    return out, {"data": config, "table": str(table), "mode": "auto", "budget_minutes": budget_minutes, "top": top}
+    mode = "auto" if measure else "ranking"
+    return out, {"data": config, "table": str(table), "mode": mode, "budget_minutes": budget_minutes, "top": top}
 
 
 def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> str:
-    lines = ["# `advise --auto` vs. benchmark, out of sample: is its pick within 2 points of the best strategy?", ""]
+    auto = all(meta["mode"] == "auto" for _, meta in results)
+    who = "`advise --auto`" if auto else "the advisor's first choice (its ranking, no --auto)"
+    lines = [f"# {who} vs. benchmark, out of sample: is its pick within 2 points of the best strategy?", ""]
     for rows, meta in results:
-        lines += [f"**{meta['data']}** — table `{meta['table']}`; --top {meta['top']}, --budget-minutes "
-                  f"{meta['budget_minutes']} per seed", "",
-                  "| labels/class | seeds | advise --auto's picks (one per seed) | their test accuracy (mean) | "
+        how = f"--top {meta['top']}, --budget-minutes {meta['budget_minutes']} per seed" if auto else (
+            "inspection and transfer probe on each cell's training side only")  # fmt: skip
+        lines += [f"**{meta['data']}** — table `{meta['table']}`; {how}", "",
+                  f"| labels/class | seeds | {'advise --auto' if auto else 'first choice'}'s picks (one per seed) | their test accuracy (mean) | "
                   "best strategy on the same seeds | best | gap (points) | within 2 |",
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in rows:
@@ -262,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-minutes", type=float, default=5.0, help="--auto: its budget per seed")
     ap.add_argument("--top", type=int, default=3, help="--auto: candidates it measures")
     ap.add_argument("--ks", default=None, help="--auto: only these labels-per-class settings (comma-separated)")
+    ap.add_argument("--ranking", action="store_true",
+                    help="with --auto: the ranking's first choice out of sample, no cross-validation of candidates")  # fmt: skip
     args = ap.parse_args(argv)
     bands = args.bands or ["none"] * len(args.data)
     if args.auto:
@@ -270,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         auto = []
         for d, t in zip(args.data, args.table, strict=True):
-            auto.append(validate_auto(d, t, seeds, args.budget_minutes, args.top, ks))
+            auto.append(validate_auto(d, t, seeds, args.budget_minutes, args.top, ks, measure=not args.ranking))
             (args.out / "results.md").write_text(markdown_auto(auto))  # after each table: a stopped run keeps it
             (args.out / "results.json").write_text(json.dumps([{"meta": m, "rows": r} for r, m in auto], indent=1))
         print(markdown_auto(auto))
