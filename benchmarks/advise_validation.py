@@ -192,7 +192,9 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
             measured = ", ".join(f"{advisor_name(r)} {r.cv_accuracy:.3f}" for r in recs if r.cv_accuracy is not None)
             probe = "" if facts.probe_pretrained is None else (
                 f"; probe pre-trained {facts.probe_pretrained:.3f} / random {facts.probe_random:.3f}")  # fmt: skip
-            lines.append(f"seed {seed}: {pick[0]} ({pick[1]}); {how}: {measured}{probe}")
+            if facts.shared_kernels:
+                probe += f"; shared kernels {facts.shared_kernel_share:.0%} of the bands"
+            lines.append(f"seed {seed}: {pick[0]} ({pick[1]}); {how}" + (f": {measured}" if measured else "") + probe)
             print(f"[{bench.name} k={k} seed={seed}] {lines[-1]} ({time.time() - t0:.0f} s)", flush=True)
         acc: dict[tuple[Any, int, tuple[str, str]], float] = {}  # read now: the grid may still be growing
         for r in read_table(table):
@@ -278,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ranking", action="store_true",
                     help="with --auto: the ranking's first choice out of sample, no cross-validation of candidates")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.ranking and not args.auto:
+        ap.error("--ranking scores the ranking's first choice on each grid cell's training side: give it with --auto")
     bands = args.bands or ["none"] * len(args.data)
     if args.auto:
         seeds = [int(s) for s in args.seeds.split(",")]

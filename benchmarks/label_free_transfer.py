@@ -144,7 +144,8 @@ def main() -> None:
             m, sd = np.mean(per_seed, 0), np.std(per_seed, 0)
             for j, (key, nd) in enumerate((("rankme", 1), ("rankme_std", 1), ("bn_kl", 2), ("probe", 3))):
                 row[f"{key}_{name}"] = round(float(m[j]), nd)
-                row[f"{key}_{name}_sd"] = round(float(sd[j]), nd + 1)
+                # one pre-trained network: no spread to report (None, not a standard deviation of 0)
+                row[f"{key}_{name}_sd"] = round(float(sd[j]), nd + 1) if len(per_seed) > 1 else None
         row["gain_points"] = grid_gains(Path(table))
         row["seconds"] = round(time.time() - t0)
         print(json.dumps(row), flush=True)

@@ -164,6 +164,16 @@ def test_subset_and_index() -> None:
         BandSet.parse("rgb").index("nir")
 
 
+def test_index_of_a_pre_post_stack_refuses_a_shared_common_name() -> None:
+    from eotransfer.data.formats.xbd import pre_disaster_bands
+
+    stack = BandSet(pre_disaster_bands().bands + BandSet.parse("rgb").bands)
+    assert stack.index("pre_red") == 0 and stack.index("rgb:red") == 3 and stack.index("rgb-pre:pre_blue") == 2
+    with pytest.raises(BandError, match=r"'red' is ambiguous.*rgb-pre:pre_red, rgb:red"):
+        stack.index("red")
+    assert stack.subset(["rgb:red", "rgb:green", "rgb:blue"]).keys == ["rgb:red", "rgb:green", "rgb:blue"]
+
+
 def test_bandset_serialisation_round_trip() -> None:
     bs = BandSet.parse("landsat8:B2,B3,B4,B10")
     again = BandSet.from_list(bs.to_list())

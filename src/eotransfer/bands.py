@@ -290,11 +290,24 @@ class BandSet:
         return [b.key for b in self.bands]
 
     def index(self, name: str) -> int:
-        """Channel index of a band given by name, alias, common name or ``sensor:name``."""
+        """Channel index of a band given by name, alias, common name or ``sensor:name``.
+
+        A key (``sensor:name``) always names one band; a name that several bands answer to (``red`` in a
+        pre/post stack: ``rgb:red`` by its name, ``rgb-pre:pre_red`` by its common name) is refused as
+        ambiguous rather than resolved to whichever comes first.
+        """
         wanted = name.lower()
         for i, b in enumerate(self.bands):
-            if wanted == b.key.lower() or wanted in (n.lower() for n in b.names()):
+            if wanted == b.key.lower():
                 return i
+        hits = [i for i, b in enumerate(self.bands) if wanted in (n.lower() for n in b.names())]
+        if len(hits) > 1:
+            raise BandError(
+                f"band '{name}' is ambiguous in this band set: {', '.join(self.bands[i].key for i in hits)} all "
+                "answer to it; name one by its key (sensor:name)"
+            )
+        if hits:
+            return hits[0]
         raise BandError(
             f"band '{name}' is not in this band set ({', '.join(self.names)})"
             + did_you_mean(name, [n for b in self.bands for n in b.names()])

@@ -232,3 +232,39 @@ def test_without_transferable_weights_few_labels_add_protonet_as_a_candidate() -
     assert "protonet" not in ranked(facts(k=1, weights=None))  # no query left beside a support sample
     # with transferable weights the pre-trained candidates stay as they were
     assert "protonet" not in ranked(facts(k=5))
+
+
+def test_weights_whose_kernels_each_fill_two_bands_give_way_to_training_from_scratch() -> None:
+    """A pre/post stack on single-date weights: the first layer sees pre + post, never the change."""
+    shared = {
+        "sentinel2-l1c:B04": ["rgb-pre:pre_red", "rgb:red"],
+        "sentinel2-l1c:B03": ["rgb-pre:pre_green", "rgb:green"],
+    }
+    f = facts(k=5, weights_same_sensor=False, shared_kernels=shared, shared_kernel_share=1.0)
+    assert f.weights_transfer and not f.weights_see_bands_apart  # no probe needed: structural
+    recs = recommend(f, AdviseConfig())
+    assert [r.strategy for r in recs][:2] == ["finetune", "protonet"]  # 5 labels per class: fine-tuning first
+    assert all(r.options.get("weights") is None for r in recs)
+    assert "100% of the data's bands" in recs[0].reason and "B04 fills rgb-pre:pre_red, rgb:red" in recs[0].reason
+    assert "never their difference" in recs[0].reason
+    assert ranked(facts(k=20, shared_kernels=shared, shared_kernel_share=1.0))[0] == "protonet"
+    # a minority of shared kernels (B08 and B8A on one Landsat nir kernel) keeps the pre-trained ranking
+    minor = facts(
+        k=5, shared_kernels={"landsat8:B5": ["sentinel2-l1c:B08", "sentinel2-l1c:B8A"]}, shared_kernel_share=0.15
+    )
+    assert minor.weights_see_bands_apart and ranked(minor)[0] == "progressive-unfreeze"
+
+
+def test_inspect_real_xbd_finds_the_shared_kernels() -> None:
+    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "xbd"
+    if not root.is_dir():
+        pytest.skip("shared xBD data not available")
+    f, _ = inspect_task(AdviseConfig(data=str(root), patch_size=32, probe=False))
+    assert f.weights == "eotransfer:eurosat-s2-resnet10t-moco" and f.band_coverage == 1.0
+    assert f.shared_kernels == {
+        "sentinel2-l1c:B04": ["rgb-pre:pre_red", "rgb:red"],
+        "sentinel2-l1c:B03": ["rgb-pre:pre_green", "rgb:green"],
+        "sentinel2-l1c:B02": ["rgb-pre:pre_blue", "rgb:blue"],
+    }
+    assert f.shared_kernel_share == 1.0 and not f.weights_see_bands_apart
+    assert all(r.options.get("weights") is None for r in recommend(f, AdviseConfig()))

@@ -256,3 +256,14 @@ def test_cell_text_leaves_out_the_interval_of_one_seed() -> None:
                               "accuracy": a} for a in (0.4, 0.6)])[0]  # fmt: skip
     half = stats.t.ppf(0.975, 1) * np.std([0.4, 0.6], ddof=1) / np.sqrt(2)
     assert bm.cell_text(two) == f"0.500 ± {half:.3f} (n=2)"
+
+
+def test_in_memory_copy_keeps_the_selected_bands(eurosat_like: Path) -> None:
+    """``data_options.use_bands`` of a grid: the in-memory copy holds those bands' pixels, in their order."""
+    ds = api.load_data(api.FitConfig(data=str(eurosat_like), bands="eurosat-ms", use_bands="B04,B03,B02"))
+    full = api.load_data(api.FitConfig(data=str(eurosat_like), bands="eurosat-ms"))
+    arr = bm.ArrayDataset(ds, np.arange(3))
+    assert arr.bands.keys == ["sentinel2-l1c:B04", "sentinel2-l1c:B03", "sentinel2-l1c:B02"]
+    for i in range(3):
+        want = full.checked_read(i)[[full.bands.index("B04"), full.bands.index("B03"), full.bands.index("B02")]]
+        np.testing.assert_array_equal(arr.checked_read(i), want)

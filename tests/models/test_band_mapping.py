@@ -204,3 +204,37 @@ def test_mapping_dict_round_trip() -> None:
     }
     table = again.table().splitlines()
     assert len(table) == 1 + 4 + 1 and table[-1] == f"kernel scale: {13 / 4:.3f}"
+
+
+def test_shared_kernels_of_a_pre_post_stack() -> None:
+    """xBD's pre/post RGB stack on Sentinel-2 weights: each weight band fills two data bands."""
+    from eotransfer.data.formats.xbd import pre_disaster_bands
+
+    stack = BandSet(pre_disaster_bands().bands + BandSet.parse("rgb").bands)
+    m = map_bands(S2, stack)
+    assert m.shared_kernels == {
+        "sentinel2-l1c:B04": ["rgb-pre:pre_red", "rgb:red"],
+        "sentinel2-l1c:B03": ["rgb-pre:pre_green", "rgb:green"],
+        "sentinel2-l1c:B02": ["rgb-pre:pre_blue", "rgb:blue"],
+    }
+    assert m.shared_share == 1.0
+    lines = m.table(kernels=True).splitlines()
+    assert len(lines) == 1 + 6 + 1 + 3 and lines[-3].startswith(
+        "shared kernel: sentinel2-l1c:B04 fills rgb-pre:pre_red"
+    )
+    assert len(m.table().splitlines()) == 1 + 6 + 1  # a data -> model mapping says nothing of kernels
+    # the first layer applies one kernel to both dates and adds them: swapping pre and post changes nothing
+    w = adapt_first_layer_weight(_weight(13), m)
+    x = torch.randn(2, 6, 8, 8)
+    conv = torch.nn.functional.conv2d
+    assert torch.allclose(conv(x, w), conv(x[:, [3, 4, 5, 0, 1, 2]], w), atol=1e-5)
+
+
+def test_no_shared_kernels_one_band_each() -> None:
+    m = map_bands(S2, BandSet.parse("rgb"))
+    assert m.shared_kernels == {} and m.shared_share == 0.0
+    # Sentinel-2 B08 and B8A both nearest Landsat 8's B5 (nir): a partial share
+    partial = map_bands(BandSet.parse("landsat8"), BandSet.parse("sentinel2-l1c:B04,B08,B8A"))
+    shared = partial.shared_kernels
+    assert len(shared) == 1 and sorted(next(iter(shared.values()))) == ["sentinel2-l1c:B08", "sentinel2-l1c:B8A"]
+    assert partial.shared_share == pytest.approx(2 / 3)

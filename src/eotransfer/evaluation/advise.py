@@ -6,7 +6,9 @@ available pre-trained weights cover the data's bands, the compute budget and a d
 and ranks strategies with a reason for each.  The rules encode what this project's own benchmarks
 measured (``benchmarks/README.md``): with few labels a classifier on frozen pre-trained features is
 as good as fine-tuning and far cheaper; fine-tuning pays off from tens of labels per class; weights
-whose bands do not cover the data's transfer poorly; a large proxy A-distance (Ben-David et al. 2010)
+whose bands do not cover the data's transfer poorly, and so do weights whose first-layer kernels each fill
+several data bands (a pre/post stack on single-date weights sees only the sum of the dates, never the
+change); a large proxy A-distance (Ben-David et al. 2010)
 calls for domain adaptation.  Because a rule can be wrong for a given data set, ``--auto`` measures
 the top candidates by cross-validation on the labelled data (with the band-statistics reference
 beside them) and keeps the best: the ranking proposes, the data decide.
@@ -32,6 +34,9 @@ from eotransfer.strategies.base import param, validate_params
 MIN_BAND_COVERAGE = 0.5
 #: a proxy A-distance above this (on band statistics) counts as a domain shift worth adapting to
 PAD_SHIFT = 1.0
+#: pre-trained weights are not counted on when at least this share of the data's bands shares a first-layer
+#: kernel with another data band (a pre/post stack on single-date weights: the network sees only their sum)
+MAX_SHARED_KERNELS = 0.5
 
 
 @dataclass
@@ -99,6 +104,22 @@ class TaskFacts:
     #: the weights were pre-trained on the data's own bands (same sensor); False: bands matched by common
     #: name or wavelength from another sensor (e.g. 10 m Sentinel-2 weights on aerial RGB); None: unknown
     weights_same_sensor: bool | None = None
+    #: weight bands whose first-layer kernel fills several data bands ({weight band: [data bands]}), and the
+    #: share of the data's bands in such groups (``BandMapping.shared_kernels``)
+    shared_kernels: dict[str, list[str]] = field(default_factory=dict)
+    shared_kernel_share: float = 0.0
+
+    @property
+    def weights_see_bands_apart(self) -> bool:
+        """False when most data bands share a first-layer kernel with another (:data:`MAX_SHARED_KERNELS`).
+
+        Each weight band's kernel then fills two or more data bands and the first layer adds them: the
+        network sees only, say, pre + post, never the change between the dates, and any signal that lies in
+        that difference (building damage in a pre/post stack) cannot reach its features.  Structural, so it
+        needs no labels; the transfer probe's few-label estimate is too noisy to show it (measured on xBD with
+        5 and 20 labels per class, benchmarks/README.md).
+        """
+        return self.shared_kernel_share < MAX_SHARED_KERNELS
 
     @property
     def weights_transfer(self) -> bool:
@@ -149,6 +170,7 @@ def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
     from eotransfer.data.pool import open_pool_source
     from eotransfer.evaluation.domain import proxy_a_distance
     from eotransfer.evaluation.reference import band_statistics_matrix
+    from eotransfer.models.band_mapping import map_bands
     from eotransfer.models.weights import resolve_weights
 
     ds = load_data(cfg) if ds is None else ds
@@ -156,7 +178,8 @@ def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
     unseen = [c.strip() for c in (cfg.unseen_classes or "").split(",") if c.strip()]
     weights = cfg.weights or best_weights(ds.bands, cfg.backbone)[0]
     weight_bands = resolve_weights(weights, cfg.backbone).bands if weights else None
-    cov = band_coverage(ds.bands, weight_bands) if weight_bands is not None else 0.0
+    mapping = map_bands(weight_bands, ds.bands, policy="zero") if weight_bands is not None else None
+    cov = 1.0 - len(mapping.unmatched) / max(len(ds.bands), 1) if mapping is not None else 0.0
     same_sensor = None if weight_bands is None else set(ds.bands.keys) <= set(weight_bands.keys)
     pad = None
     if cfg.target:
@@ -173,7 +196,8 @@ def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
     gpu = torch.cuda.is_available()
     per_epoch = len(ds) * 0.004 * (h * w) / (64 * 64) / (50 if gpu else 1)
     facts = TaskFacts(len(ds), list(ds.classes), counts, ds.bands.keys, weights, cov, unseen, pad, gpu, per_epoch,
-                      weights_same_sensor=same_sensor)  # fmt: skip
+                      weights_same_sensor=same_sensor, shared_kernels=mapping.shared_kernels if mapping else {},
+                      shared_kernel_share=mapping.shared_share if mapping else 0.0)  # fmt: skip
     if cfg.probe and weights is not None and cov >= MIN_BAND_COVERAGE and min(counts.values(), default=0) >= 2:
         facts.probe_pretrained, facts.probe_random, facts.probe_se = transfer_probe(ds, weights, cfg)
     return facts, ds
@@ -213,7 +237,8 @@ def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> tuple[float, flo
 def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
     """Ranked strategies for the task (highest score first), each with its reason."""
     k = min(facts.labels_per_class.values()) if facts.labels_per_class else 0
-    pre = facts.weights is not None and facts.band_coverage >= MIN_BAND_COVERAGE and facts.weights_transfer
+    pre = (facts.weights is not None and facts.band_coverage >= MIN_BAND_COVERAGE and facts.weights_transfer
+           and facts.weights_see_bands_apart)  # fmt: skip
     w = {"weights": facts.weights} if pre else {}
     src = f"the pre-trained weights {facts.weights} (they fill {facts.band_coverage:.0%} of the data's bands)"
     epochs_affordable = cfg.budget_minutes * 60 / max(facts.seconds_per_epoch_estimate, 1e-3)
@@ -272,6 +297,11 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
             why = "no local pre-trained weights of this architecture"
         elif facts.band_coverage < MIN_BAND_COVERAGE:
             why = f"the weights {facts.weights} fill only {facts.band_coverage:.0%} of the data's bands"
+        elif not facts.weights_see_bands_apart:
+            pairs = "; ".join(f"{src.split(':')[-1]} fills {', '.join(t)}" for src, t in facts.shared_kernels.items())
+            why = (f"the weights {facts.weights} fill {facts.shared_kernel_share:.0%} of the data's bands with a kernel "
+                   f"another data band shares ({pairs}): their first layer sees only the sum of such bands, never "
+                   "their difference (the change between two dates of a stack)")  # fmt: skip
         else:
             why = (f"frozen features of the weights {facts.weights} classify these images worse than a randomly "
                    f"initialised network's (logistic regression, cross-validated: {facts.probe_pretrained:.3f} vs. "
@@ -385,6 +415,14 @@ def facts_table(facts: TaskFacts) -> str:
             else f"frozen features + logistic regression (CV): pre-trained {facts.probe_pretrained:.3f}, random init "
             f"{facts.probe_random:.3f}, standard error of the difference {facts.probe_se or 0.0:.3f}"
             + ("" if facts.weights_transfer else ": the weights do not transfer"),
+        ),  # fmt: skip
+        (
+            "shared kernels",
+            "none"
+            if not facts.shared_kernels
+            else f"{facts.shared_kernel_share:.0%} of the bands: "
+            + "; ".join(f"{src} fills {', '.join(t)}" for src, t in facts.shared_kernels.items())
+            + ("" if facts.weights_see_bands_apart else ": the weights cannot see these bands apart"),
         ),  # fmt: skip
         ("classes without labels", ", ".join(facts.unseen_classes) or "none"),
         (

@@ -69,11 +69,12 @@ class ArrayDataset(EODataset):
                  labels: np.ndarray | None = None, classes: list[str] | None = None) -> None:  # fmt: skip
         super().__init__("mask")
         idx = np.arange(len(src)) if indices is None else np.asarray(indices)
-        first = src.read(int(idx[0]))
+        # in the source's bands (--use-bands, a band mapping), nodata kept as NaN: this copy is read with "mask"
+        first = src.select_channels(src.read(int(idx[0])))
         dtype = np.uint8 if np.nanmax(first) <= 255 and src.bands.keys[0].startswith("rgb") else np.float32
         arrs = []
         for i in idx:
-            x = torch.from_numpy(src.read(int(i)))
+            x = torch.from_numpy(np.ascontiguousarray(src.select_channels(src.read(int(i)))))
             if size and x.shape[-1] != size:
                 x = torch.nn.functional.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True)[0]
             arrs.append(x.numpy().round() if dtype == np.uint8 else x.numpy())

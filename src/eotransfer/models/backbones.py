@@ -186,5 +186,5 @@ def create_backbone(
         )
     mapping = load_into(module, arch, loaded.state_dict, loaded.bands, bands, band_policy, seed)
     if verbose:
-        print(f"band mapping {loaded.bands.describe()} -> {bands.describe()}:\n{mapping.table()}")
+        print(f"band mapping {loaded.bands.describe()} -> {bands.describe()}:\n{mapping.table(kernels=True)}")
     return Backbone(module, arch, bands, num_features, loaded.describe(), mapping)

@@ -54,6 +54,27 @@ class BandMapping:
             m.source_index == i and m.method == "name" for i, m in enumerate(self.matches)
         )
 
+    @property
+    def shared_kernels(self) -> dict[str, list[str]]:
+        """Weight bands whose kernel fills two or more data bands: ``{weight band: [data bands]}``.
+
+        A pre/post stack on single-date weights (xBD's ``rgb-pre:pre_red`` and ``rgb:red`` both take
+        Sentinel-2 ``B04``'s kernel), or two near-identical bands matched to one.  The first layer then
+        applies one kernel to each of those channels and adds the results: the network as loaded sees only
+        their sum, so any difference between them (the change between two dates) is invisible to it until
+        fine-tuning pulls the kernels apart.
+        """
+        groups: dict[str, list[str]] = {}
+        for m in self.matches:
+            if m.source is not None:
+                groups.setdefault(m.source, []).append(m.target)
+        return {s: t for s, t in groups.items() if len(t) > 1}
+
+    @property
+    def shared_share(self) -> float:
+        """Share of the data bands whose kernel another data band shares (see :attr:`shared_kernels`)."""
+        return sum(len(t) for t in self.shared_kernels.values()) / max(len(self.matches), 1)
+
     def to_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "matches": [asdict(m) for m in self.matches]}
 
@@ -61,10 +82,17 @@ class BandMapping:
     def from_dict(cls, d: dict[str, Any]) -> BandMapping:
         return cls(tuple(BandMatch(**m) for m in d["matches"]), float(d["scale"]))
 
-    def table(self, target: str = "data band", source: str = "weight band", unmatched: str | None = None) -> str:
+    def table(
+        self,
+        target: str = "data band",
+        source: str = "weight band",
+        unmatched: str | None = None,
+        kernels: bool = False,
+    ) -> str:
         """One line per target band: the source band that fills it, how it was matched, Δλ.
 
-        ``unmatched`` replaces the method shown for bands nothing fills (e.g. ``masked``).
+        ``unmatched`` replaces the method shown for bands nothing fills (e.g. ``masked``); ``kernels``: the
+        mapping fills a first layer from weights, so name each kernel shared by several data bands.
         """
         lines = [f"{target:<22} {'<- ' + source:<22} {'how':<14} {'Δλ nm':>7}"]
         for m in self.matches:
@@ -72,6 +100,9 @@ class BandMapping:
             how = unmatched if unmatched and m.source is None else m.method
             lines.append(f"{m.target:<22} {m.source or '-':<22} {how:<14} {d:>7}")
         lines.append(f"kernel scale: {self.scale:.3f}")
+        for src, targets in (self.shared_kernels if kernels else {}).items():
+            lines.append(f"shared kernel: {src} fills {', '.join(targets)}; the pre-trained first layer sees only "
+                         "their sum, not their difference (e.g. change between two dates)")  # fmt: skip
         return "\n".join(lines)
 
 
