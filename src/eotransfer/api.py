@@ -45,6 +45,11 @@ class FitConfig(DataOptions):
         None, "unmatched bands: zero | mean | random (default: error)", choices=(None, "zero", "mean", "random")
     )
     use_bands: str | None = param(None, "train on these bands only, comma-separated (e.g. B02,B03,B04)")
+    per_date: bool = param(
+        False,
+        "the bands stack several dates of the same bands (xBD pre/post): run one backbone on each date with shared "
+        "weights and classify the last date's features with their change (siamese, Daudt et al. 2018)",
+    )
     normalization: str = param(
         "auto",
         "per-band normalisation: auto (the pre-trained weights' own statistics when they cover the data's bands, "
@@ -159,7 +164,8 @@ def fit(
         ds = load_data(cfg)
     split = split_override if split_override is not None else make_fit_split(cfg, ds)
     img_size = int(ds.checked_read(int(split.train[0])).shape[-1])
-    backbone = create_backbone(cfg.backbone, ds.bands, cfg.weights, cfg.band_policy, img_size, cfg.seed, cfg.verbose)
+    backbone = create_backbone(cfg.backbone, ds.bands, cfg.weights, cfg.band_policy, img_size, cfg.seed, cfg.verbose,
+                               cfg.per_date)  # fmt: skip
     normalizer = choose_normalizer(cfg, ds, split.train, backbone.weights.get("normalization"))
     model = EOClassifier(backbone.module, backbone.num_features, len(ds.classes), len(ds.bands))
     torch.manual_seed(cfg.seed)

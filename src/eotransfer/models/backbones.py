@@ -164,10 +164,26 @@ def create_backbone(
     img_size: int | None = None,
     seed: int = 0,
     verbose: bool = True,
+    per_date: bool = False,
 ) -> Backbone:
-    """Build backbone ``name`` for ``bands`` and load ``weights`` (None = from scratch)."""
+    """Build backbone ``name`` for ``bands`` and load ``weights`` (None = from scratch).
+
+    ``per_date``: ``bands`` stack several dates of the same bands; build the backbone for one date's bands
+    and run it on each date with shared weights (:mod:`eotransfer.models.per_date`).
+    """
     from eotransfer.models.weights import resolve_weights
 
+    if per_date:
+        from eotransfer.models.per_date import PerDateEncoder, date_groups
+
+        dates = date_groups(bands)
+        one = create_backbone(name, BandSet(tuple(bands.bands[i] for i in dates[-1])), weights, band_policy, img_size,
+                              seed, verbose)  # fmt: skip
+        wrapper = PerDateEncoder(one.module, dates, one.num_features, one.arch.name)
+        if verbose:
+            print(f"per date: one {name} for {one.bands.describe()}, run on {len(dates)} dates: "
+                  + "; ".join(", ".join(bands.keys[i] for i in d) for d in dates))  # fmt: skip
+        return Backbone(wrapper, one.arch, bands, wrapper.num_features, one.weights, one.mapping)
     arch = get_architecture(name)
     if img_size is not None and img_size < arch.min_img_size:
         raise ConfigError(

@@ -34,8 +34,16 @@ def _has_params(module: nn.Module) -> bool:
 
 
 def backbone_stages(backbone: nn.Module) -> list[Stage]:
-    """Ordered stages from input to output, each ``(name, parameter-name prefixes)``."""
+    """Ordered stages from input to output, each ``(name, parameter-name prefixes)``.
+
+    A wrapper whose one child holds every parameter (a per-date encoder) has its child's stages, under the
+    child's prefix.
+    """
     stem = [name for name, _ in backbone.named_parameters(recurse=False)]
+    holders = [(name, child) for name, child in backbone.named_children() if _has_params(child)]
+    if not stem and len(holders) == 1 and sum(_has_params(c) for c in holders[0][1].children()) > 1:
+        prefix, child = holders[0]
+        return [(stage, [f"{prefix}.{p}" for p in prefixes]) for stage, prefixes in backbone_stages(child)]
     body: list[Stage] = []
     after: list[Stage] = []
     for name, child in backbone.named_children():

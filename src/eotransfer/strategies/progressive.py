@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from eotransfer.errors import ConfigError, EOTransferError
-from eotransfer.models.progressive import SUPPORTED_FAMILIES, ProgressiveBackbone, TaskSpec, check_family, grow
+from eotransfer.models.progressive import BUILDER, SUPPORTED_FAMILIES, ProgressiveBackbone, TaskSpec, check_family, grow
 from eotransfer.strategies.base import Phase, Strategy, head_phase, param, register_strategy
 from eotransfer.strategies.finetune import FinetuneParams
 
@@ -61,6 +61,10 @@ def load_previous(path: str) -> tuple[Any, list[TaskSpec]]:
     if saved.classifier is not None:
         raise ConfigError(f"--previous: {path} has a scikit-learn head and no network head to keep; choose a "
                           "model trained with a neural head (finetune, linear-probe, progressive)")  # fmt: skip
+    builder = card.get("network", {}).get("builder")
+    if builder not in (None, BUILDER):
+        raise ConfigError(f"--previous: {path} holds a '{builder}' network; progressive networks grow from a plain "
+                          "model (one backbone under one head) or a progressive one")  # fmt: skip
     if "network" in card:
         tasks = [TaskSpec.from_dict(t) for t in card["network"]["tasks"]]
         tasks[-1].normalization = card["normalization"]
