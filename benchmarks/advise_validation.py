@@ -49,21 +49,39 @@ from eotransfer.evaluation.advise import (  # noqa: E402
     recommend,
 )
 
+#: appended to the strategy of a row fitted with ``per_date`` (one network per date of a stack), and of a
+#: recommendation with that option, so that each names the other
+PER_DATE = " per-date"
+
 
 def read_table(path: Path) -> list[dict[str, Any]]:
-    """Rows with ``k``, ``init``, ``strategy`` (classifier folded in, e.g. feature-extraction:logreg), ``accuracy``."""
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = []
-    with path.open() as f:
-        for r in csv.DictReader(f):
-            name = r["strategy"]
-            if r["strategy_name"] == "feature-extraction" and ":" not in name:
-                name = "feature-extraction:logreg"
-            init = "pretrained" if r["weights"] else r["init"]  # a pre-trained cell's init names its weights
-            rows.append({"k": r["k"] if r["k"] == "all" else int(r["k"]), "init": init,
-                         "strategy": name, "accuracy": float(r["accuracy"]), "n_train": int(r["n_train"]),
-                         "seed": int(r["seed"])})  # fmt: skip
+    """Rows with ``k``, ``init``, ``strategy`` (classifier folded in, e.g. feature-extraction:logreg), ``accuracy``.
+
+    ``path`` may join several tables of one data set and split with ``+`` (a grid and its per-date variant); the
+    rows of a grid fitted with ``fit: per_date`` (its ``benchmark.json``) are named with :data:`PER_DATE`, and the
+    band-statistics reference is read from the first table only.
+    """
+    rows: list[dict[str, Any]] = []
+    for n, part in enumerate(str(path).split("+")):
+        table = Path(part)
+        if table.suffix == ".jsonl":
+            rows += [json.loads(line) for line in table.read_text().splitlines() if line.strip()]
+            continue
+        meta = table.with_name("benchmark.json")
+        fit = json.loads(meta.read_text())["config"].get("fit") or {} if meta.is_file() else {}
+        suffix = PER_DATE if fit.get("per_date") else ""
+        with table.open() as f:
+            for r in csv.DictReader(f):
+                name = r["strategy"]
+                if r["strategy_name"] == "feature-extraction" and ":" not in name:
+                    name = "feature-extraction:logreg"
+                init = "pretrained" if r["weights"] else r["init"]  # a pre-trained cell's init names its weights
+                if n and init not in ("pretrained", "scratch"):
+                    continue
+                rows.append({"k": r["k"] if r["k"] == "all" else int(r["k"]), "init": init,
+                             "strategy": name + (suffix if init in ("pretrained", "scratch") else ""),
+                             "accuracy": float(r["accuracy"]), "n_train": int(r["n_train"]),
+                             "seed": int(r["seed"])})  # fmt: skip
     return rows
 
 
@@ -82,9 +100,10 @@ def needs_target(strategy: str) -> bool:
 
 
 def advisor_name(rec: Any) -> str:
+    name = str(rec.strategy)
     if rec.strategy == "feature-extraction":
-        return f"feature-extraction:{rec.options.get('classifier', 'logreg')}"
-    return str(rec.strategy)
+        name = f"feature-extraction:{rec.options.get('classifier', 'logreg')}"
+    return name + (PER_DATE if rec.options.get("per_date") else "")
 
 
 def advisor_pick(rec: Any) -> tuple[str, str]:

@@ -255,6 +255,18 @@ def test_weights_whose_kernels_each_fill_two_bands_give_way_to_training_from_scr
     assert minor.weights_see_bands_apart and ranked(minor)[0] == "progressive-unfreeze"
 
 
+def test_a_stack_of_dates_is_encoded_per_date_first() -> None:
+    """Two dates of the same bands: one network per date (siamese) leads, from scratch, below 50 labels per class."""
+    shared = {"sentinel2-l1c:B04": ["rgb-pre:pre_red", "rgb:red"]}
+    for k in (5, 20):
+        recs = recommend(facts(k=k, shared_kernels=shared, shared_kernel_share=1.0, dates=2), AdviseConfig())
+        assert recs[0].strategy == "finetune" and recs[0].options == {"weights": None, "per_date": True}
+        assert "stack 2 dates" in recs[0].reason and "never their difference" in recs[0].reason
+        assert sum(bool(r.options.get("per_date")) for r in recs) == 1  # the stacked candidates stay behind it
+    # one date: nothing to encode apart
+    assert not any(r.options.get("per_date") for r in recommend(facts(k=5, dates=1), AdviseConfig()))
+
+
 def test_inspect_real_xbd_finds_the_shared_kernels() -> None:
     root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "xbd"
     if not root.is_dir():
@@ -266,5 +278,5 @@ def test_inspect_real_xbd_finds_the_shared_kernels() -> None:
         "sentinel2-l1c:B03": ["rgb-pre:pre_green", "rgb:green"],
         "sentinel2-l1c:B02": ["rgb-pre:pre_blue", "rgb:blue"],
     }
-    assert f.shared_kernel_share == 1.0 and not f.weights_see_bands_apart
+    assert f.shared_kernel_share == 1.0 and not f.weights_see_bands_apart and f.dates == 2
     assert all(r.options.get("weights") is None for r in recommend(f, AdviseConfig()))
