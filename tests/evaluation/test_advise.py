@@ -256,13 +256,17 @@ def test_weights_whose_kernels_each_fill_two_bands_give_way_to_training_from_scr
 
 
 def test_a_stack_of_dates_is_encoded_per_date_first() -> None:
-    """Two dates of the same bands: one network per date (siamese) leads, from scratch, below 50 labels per class."""
+    """Two dates of the same bands: one network per date (siamese) leads, from scratch: fine-tuning below 50 labels
+    per class, protonet above."""
     shared = {"sentinel2-l1c:B04": ["rgb-pre:pre_red", "rgb:red"]}
     for k in (5, 20):
         recs = recommend(facts(k=k, shared_kernels=shared, shared_kernel_share=1.0, dates=2), AdviseConfig())
         assert recs[0].strategy == "finetune" and recs[0].options == {"weights": None, "per_date": True}
         assert "stack 2 dates" in recs[0].reason and "never their difference" in recs[0].reason
         assert sum(bool(r.options.get("per_date")) for r in recs) == 1  # the stacked candidates stay behind it
+    many = recommend(facts(k=200, shared_kernels=shared, shared_kernel_share=1.0, dates=2), AdviseConfig())
+    assert many[0].strategy == "protonet" and many[0].options == {"weights": None, "per_date": True, "shots": 5}
+    assert "led on xBD with all labels; 200 labels per class here" in many[0].reason
     # one date: nothing to encode apart
     assert not any(r.options.get("per_date") for r in recommend(facts(k=5, dates=1), AdviseConfig()))
 

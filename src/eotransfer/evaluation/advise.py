@@ -332,15 +332,19 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
                 f"({shots}-shot episodes), which led training from scratch end to end on most of this project's grids"
                 + ("" if k >= 10 else "; less stable than fine-tuning with under ~10 labels per class"),
                 weights=None, shots=shots)  # fmt: skip
-        if facts.dates > 1 and k < 50:
+        if facts.dates > 1:
             # Daudt et al. 2018: one encoder with shared weights per date, the head compares their features.
-            # Measured from scratch on xBD (benchmarks/README.md, "Per-date encoding"): above the same strategy
-            # on the six-band stack in 7 of 8 settings (fine-tuning 0.894 / 0.928 with 5 / 20 labels per class,
-            # against the stack's best, 0.870 / 0.923), and the weights run per date did no better than scratch
-            add("finetune", 3.6, f"{why}, but the bands stack {facts.dates} dates of the same bands: train from "
-                "scratch with one network run on each date (shared weights, siamese) and the head given the last "
-                f"date's features and their change, which led the stacked training on xBD ({k} labels per class "
-                "here)", weights=None, per_date=True)  # fmt: skip
+            # Measured from scratch on xBD (benchmarks/README.md, "Per-date encoding"): above the same strategy on
+            # the six-band stack in 9 of 12 settings; fine-tuning led with 5 and 20 labels per class (0.894 / 0.928
+            # against the stack's best, 0.870 / 0.923), protonet with every label (0.967 against 0.955); the
+            # weights run per date did no better than scratch
+            per_date = ("finetune", {}) if k < 50 else ("protonet", {"shots": shots})
+            add(per_date[0], 3.6 if k < 50 else 6.4, f"{why}, but the bands stack {facts.dates} dates of the same "
+                "bands: train from scratch with one network run on each date (shared weights, siamese) and the "
+                f"last date's features and their change given to the head ({per_date[0]}, which led on xBD with "
+                f"{'5-20 labels per class' if k < 50 else 'all labels'}; {k} labels per class here)", weights=None,
+                per_date=True,
+                **per_date[1])  # fmt: skip
     if cfg.robust:
         add("adversarial", 9.5, "the model must withstand perturbations: adversarial fine-tuning (PGD) trades a "
             "little clean accuracy for robust accuracy")  # fmt: skip
