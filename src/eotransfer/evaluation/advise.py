@@ -338,7 +338,7 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
             # the six-band stack in 9 of 12 settings; fine-tuning led with 5 and 20 labels per class (0.894 / 0.928
             # against the stack's best, 0.870 / 0.923), protonet with every label (0.967 against 0.955); the
             # weights run per date did no better than scratch
-            per_date = ("finetune", {}) if k < 50 else ("protonet", {"shots": shots})
+            per_date: tuple[str, dict[str, Any]] = ("finetune", {}) if k < 50 else ("protonet", {"shots": shots})
             add(per_date[0], 3.6 if k < 50 else 6.4, f"{why}, but the bands stack {facts.dates} dates of the same "
                 "bands: train from scratch with one network run on each date (shared weights, siamese) and the "
                 f"last date's features and their change given to the head ({per_date[0]}, which led on xBD with "
