@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,6 +339,13 @@ def align_bands(model_bands: Any, ds: EODataset, missing: str = "error", verbose
     mapping = ds.map_bands_to(model_bands, missing)
     if verbose:
         print(mapping.table(target="model band", source="data band", unmatched="masked"))
+    for source, targets in mapping.shared_kernels.items():
+        warnings.warn(
+            f"data band {source} fills the model bands {', '.join(targets)}: the model sees the same image in each "
+            "(one date given to a model of several dates sees no change between them); give the data every band "
+            "the model was trained on",
+            stacklevel=2,
+        )
 
 
 def _check_classes_and_bands(model_classes: list[str], model_bands: list[str], ds: EODataset) -> None:

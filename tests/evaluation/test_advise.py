@@ -46,6 +46,9 @@ def test_unseen_classes_new_classes_shift_robustness_and_size_limits() -> None:
     assert ranked(facts(), robust=True)[0] == "adversarial"
     assert ranked(facts(), max_params_m=1.0)[0] == "distill"  # resnet10t has ~5 M parameters
     assert "distill" not in ranked(facts(), max_params_m=50.0)
+    stack = facts()
+    stack.bands = ["rgb-pre:pre_red", "rgb-pre:pre_green", "rgb-pre:pre_blue", "rgb:red", "rgb:green", "rgb:blue"]
+    assert ranked(stack, max_params_m=1.0)[0] == "distill"  # band keys outside the catalogue: counted all the same
 
 
 def test_weights_whose_features_do_not_transfer_give_way_to_training_from_scratch() -> None:

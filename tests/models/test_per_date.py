@@ -26,6 +26,11 @@ def test_dates_are_the_bands_that_share_a_common_name() -> None:
     assert date_groups(swapped) == [[0, 1, 2], [3, 4, 5]]  # the stack's order is the dates' order
     with pytest.raises(BandError, match=r"--per-date: .* hold one date, no band repeats"):
         date_groups(BandSet.parse("rgb"))
+    # two sensors at one date share common names, not band definitions: not two dates
+    with pytest.raises(BandError, match=r"hold one date"):
+        date_groups(
+            BandSet(BandSet.parse("sentinel2-l1c:B02,B03,B04").bands + BandSet.parse("landsat8:B2,B3,B4").bands)
+        )
     with pytest.raises(BandError, match=r"repeat unevenly \(red: 2; green: 2; blue: 2; nir: 1\)"):
         date_groups(BandSet(STACK.bands + BandSet.parse("sentinel2-l1c:B08").bands))
 
@@ -75,6 +80,20 @@ def test_fit_saves_a_per_date_model_that_loads_and_predicts_the_same(tmp_path: P
     with torch.no_grad():
         expected = torch.softmax(res.model(torch.from_numpy(images).float()), 1).numpy()
     np.testing.assert_allclose(saved.predict_proba(images), expected, atol=1e-5)
+    # scored by evaluate (the card's band keys name xBD's own bands); a single date fills both dates: warned
+    scored = api.evaluate(tmp_path / "m", str(XBD), split="stratified", labels_per_class=3, val_per_class=0, seed=0,
+                          **opts)  # fmt: skip
+    assert (
+        scored["n"] == res.metrics["test"]["n"]
+        and scored["overall_accuracy"] == res.metrics["test"]["overall_accuracy"]
+    )
+    with pytest.warns(UserWarning, match=r"data band rgb:red fills the model bands rgb-pre:pre_red, rgb:red"):
+        api.evaluate(tmp_path / "m", str(XBD), use_bands="rgb:red,rgb:green,rgb:blue", verbose=False, **opts)
+    # as --weights: the shared encoder, for one date's bands
+    again = create_backbone("resnet10t", STACK, str(tmp_path / "m"), None, 32, 0, False, per_date=True).module
+    assert isinstance(again, PerDateEncoder)
+    for key, value in again.encoder.state_dict().items():
+        torch.testing.assert_close(value, saved.network.backbone.encoder.state_dict()[key])
     with pytest.raises(ConfigError, match=r"--previous: .* holds a 'per_date' network; progressive networks grow"):
         api.fit(str(XBD), strategy="progressive", previous=str(tmp_path / "m"), backbone="resnet10t",
                 labels_per_class=3, verbose=False, progress=False, **opts)  # fmt: skip

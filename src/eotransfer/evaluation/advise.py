@@ -349,10 +349,11 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
         add("adversarial", 9.5, "the model must withstand perturbations: adversarial fine-tuning (PGD) trades a "
             "little clean accuracy for robust accuracy")  # fmt: skip
     if cfg.max_params_m is not None:
-        from eotransfer.bands import BandSet
-        from eotransfer.models.backbones import create_backbone
+        from eotransfer.models.backbones import build_network, get_architecture
 
-        n = sum(p.numel() for p in create_backbone(cfg.backbone, BandSet.parse(facts.bands), None, None, 64, 0, False).module.parameters())  # fmt: skip
+        # the count depends on the number of bands only (band keys of a stack, rgb-pre:..., are not in the catalogue)
+        net = build_network(get_architecture(cfg.backbone), len(facts.bands), 64)
+        n = sum(p.numel() for p in net.parameters())
         if n / 1e6 > cfg.max_params_m:
             add("distill", 9.8, f"{cfg.backbone} has {n / 1e6:.1f} M parameters, above the {cfg.max_params_m} M limit: "
                 "train the best strategy, then distil it into a smaller student (--teacher)")  # fmt: skip

@@ -9,8 +9,9 @@ bands), each of their kernels fills two data bands and the first layer sees only
 
 The features handed to the head are those of the last date and their change from each earlier date,
 ``[f_D, f_D − f_1, …, f_D − f_{D−1}]``: D times the backbone's width.  The dates are read from the band
-set: bands that share a common name (``rgb-pre:pre_red`` and ``rgb:red``) are one band at several dates,
-in the stack's order.
+set: bands of one definition (common name, wavelength, bandwidth and GSD: ``rgb-pre:pre_red`` and
+``rgb:red``) are one band at several dates, in the stack's order.  Bands of two sensors at one date
+(Sentinel-2 and Landsat red) differ in wavelength and bandwidth, so they are not taken for dates.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ BUILDER = "per_date"
 def date_groups(bands: BandSet) -> list[list[int]]:
     """Channel indices of each date of a stack that repeats its bands per date, earliest first.
 
-    Bands answering to one common name are one band at successive dates, in the stack's order.  Every
-    band must repeat the same number of times (two or more), or the stack has no dates to split.
+    Bands of one definition (common name, wavelength, bandwidth, GSD) are one band at successive dates, in
+    the stack's order.  Every band must repeat the same number of times (two or more), or the stack has no
+    dates to split.
     """
-    groups: dict[str, list[int]] = {}
+    groups: dict[tuple[str, float, float, float], list[int]] = {}
     for i, b in enumerate(bands):
-        groups.setdefault((b.common_name or b.name).lower(), []).append(i)
+        groups.setdefault(((b.common_name or b.name).lower(), b.wavelength_nm, b.bandwidth_nm, b.gsd_m), []).append(i)
     counts = {len(g) for g in groups.values()}
     if counts == {1}:
         raise BandError(
@@ -43,7 +45,7 @@ def date_groups(bands: BandSet) -> list[list[int]]:
             "stack of dates that repeat the same bands (e.g. xBD's pre/post RGB). Leave --per-date out"
         )
     if len(counts) > 1:
-        detail = "; ".join(f"{name}: {len(g)}" for name, g in groups.items())
+        detail = "; ".join(f"{key[0]}: {len(g)}" for key, g in groups.items())
         raise BandError(
             f"--per-date: the bands ({bands.describe()}) repeat unevenly ({detail}); every date of the stack must "
             "hold the same bands. Select them with --use-bands"

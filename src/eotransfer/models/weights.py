@@ -123,11 +123,16 @@ def _load_local(path: Path) -> LoadedWeights:
         raise WeightError(f"{card_path}: unreadable model card ({exc})") from None
     state = load_state_file(weight_file)
     prefix = card.get("backbone_prefix", "backbone." if card.get("kind") == "eotransfer-model" else "")
-    if prefix:
-        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     raw_bands = card.get("bands")
     if not raw_bands:
         raise WeightError(f"{card_path}: the card lists no 'bands'")
+    network = card.get("network") or {}
+    if card.get("kind") == "eotransfer-model" and network.get("builder") == "per_date":
+        # one backbone shared by every date (eotransfer.models.per_date): its weights, for one date's bands
+        prefix = "backbone.encoder."
+        raw_bands = [raw_bands[i] for i in network["dates"][-1]]
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     bands = BandSet.from_list(raw_bands) if isinstance(raw_bands[0], dict) else BandSet.from_names(raw_bands)
     return LoadedWeights(
         state, bands, card.get("arch"), card.get("normalization"), {"source": "file", "path": str(path)}

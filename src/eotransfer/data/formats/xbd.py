@@ -159,6 +159,9 @@ class XBDDataset(EODataset):
         self._phases = phases
         rgb, pre = BandSet.parse("rgb"), pre_disaster_bands()
         self.bands = {"stack": BandSet(pre.bands + rgb.bands), "post": rgb, "pre": pre}[mode]
+        own = [k.lower() for k in self.bands.keys]
+        if isinstance(bands, str) and [b.strip().lower() for b in bands.split(",")] == own:
+            bands = None  # its own bands by key (a saved model's card, as evaluate passes them)
         if bands is not None:
             declared = BandSet.parse(bands)
             if len(declared) != len(self.bands):
