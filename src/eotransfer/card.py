@@ -80,6 +80,12 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines += [
         f"- **architecture**: {card['arch']} ({card.get('num_features')} features), input {card.get('img_size')} px"
     ]
+    dates = (card.get("network") or {}).get("dates")
+    if dates:  # eotransfer.models.per_date: one backbone shared by the dates of a stack
+        bands = [b["sensor"] + ":" + b["name"] if isinstance(b, dict) else str(b) for b in card.get("bands", [])]
+        lines += [f"- **per date**: one {card['arch']} run on each of {len(dates)} dates ("
+                  + "; ".join(", ".join(bands[i] for i in d) for d in dates if all(i < len(bands) for i in d))
+                  + "); the head sees the last date's features and their change"]  # fmt: skip
     lines += [
         f"- **strategy**: {card['strategy']['name']} — "
         + ", ".join(f"{k}={_fmt(v)}" for k, v in card["strategy"]["params"].items())

@@ -131,6 +131,16 @@ def test_rgb_composite_picks_bands_by_common_name() -> None:
     np.testing.assert_allclose(rgb[..., 2], 1 - rgb[..., 0], atol=1e-12)
 
 
+def test_rgb_composite_of_a_pre_post_stack_shows_the_last_date() -> None:
+    from eotransfer.data.formats.xbd import pre_disaster_bands
+
+    stack = BandSet(pre_disaster_bands().bands + BandSet.parse("rgb").bands)
+    ramp = np.arange(16, dtype=np.float32).reshape(4, 4)
+    image = np.stack([ramp.T] * 3 + [ramp] * 3)  # pre: the transposed ramp, post: the ramp
+    np.testing.assert_allclose(rgb_composite(image, stack), rgb_composite(image[3:], BandSet.parse("rgb")))
+    assert not np.allclose(rgb_composite(image, stack), rgb_composite(image[:3], pre_disaster_bands()))
+
+
 CHROMIUM = shutil.which("chromium")
 
 

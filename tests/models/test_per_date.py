@@ -74,6 +74,8 @@ def test_fit_saves_a_per_date_model_that_loads_and_predicts_the_same(tmp_path: P
     assert saved.card["network"] == {"builder": "per_date", "arch": "resnet10t", "dates": [[0, 1, 2], [3, 4, 5]],
                                      "encoder_features": 512}  # fmt: skip
     assert saved.card["fit"]["per_date"] is True and saved.card["num_features"] == 1024
+    assert ("- **per date**: one resnet10t run on each of 2 dates (rgb-pre:pre_red, rgb-pre:pre_green, rgb-pre:pre_blue; "
+            "rgb:red, rgb:green, rgb:blue)") in (tmp_path / "m" / "card.md").read_text()  # fmt: skip
     assert isinstance(saved.network.backbone, PerDateEncoder)
     images = np.stack([api.load_data(api.FitConfig(data=str(XBD), **opts)).read(i) for i in range(4)])
     res.model.eval()

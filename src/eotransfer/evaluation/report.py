@@ -102,9 +102,10 @@ def confusion_figure(cm: np.ndarray, classes: list[str], title: str) -> bytes:
 
 def rgb_composite(image: np.ndarray, bands: Any) -> np.ndarray:
     """H×W×3 in [0, 1]: the bands named red/green/blue (``eotransfer.bands`` common names), each stretched
-    between its 2nd and 98th percentile; a grey image of the first band when the data have no RGB."""
-    common = [b.common_name for b in bands]
-    idx = [common.index(c) for c in ("red", "green", "blue") if c in common]
+    between its 2nd and 98th percentile; a grey image of the first band when the data have no RGB.  A stack of
+    dates (xBD pre/post) shows its last date, the one the labels describe."""
+    common = [b.common_name for b in bands][::-1]
+    idx = [len(common) - 1 - common.index(c) for c in ("red", "green", "blue") if c in common]
     chans = image[idx] if len(idx) == 3 else np.repeat(image[:1], 3, axis=0)
     out = np.zeros(chans.shape, dtype=np.float64)
     for c in range(3):
