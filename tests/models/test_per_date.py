@@ -53,6 +53,27 @@ def test_one_encoder_per_date_and_the_change_reaches_the_head() -> None:
     assert float((net(x) - net(swap)).abs().mean()) > 0.01
 
 
+@torch.no_grad()
+def test_a_stage_embedding_of_a_per_date_network_is_built_per_date() -> None:
+    from eotransfer.evaluation.classical import embedding_fn, embedding_stages
+    from eotransfer.models.model import EOClassifier
+
+    bb = create_backbone("resnet10t", STACK, None, None, 32, 0, False, per_date=True)
+    model = EOClassifier(bb.module, bb.num_features, 2, len(STACK)).eval()
+    assert embedding_stages(model.backbone) == ["pooled", "layer1", "layer2", "layer3", "layer4"]
+    x = torch.randn(3, 6, 32, 32, generator=torch.Generator().manual_seed(1))
+    captured: list[torch.Tensor] = []
+    handle = bb.module.encoder.layer3.register_forward_hook(lambda _m, _i, out: captured.append(out.mean((2, 3))))
+    assert not model.normalize.center.any() and bool((model.normalize.scale == 1).all())  # identity: not fitted
+    for date in (x[:, :3], x[:, 3:]):
+        bb.module.encoder(date)  # the encoder alone on one date's bands
+    handle.remove()
+    pre, post = captured
+    got = embedding_fn(model, "layer3")(x)
+    assert got.shape == (3, 2 * pre.shape[1])
+    torch.testing.assert_close(got, torch.cat([post, post - pre], 1), atol=1e-5, rtol=1e-5)
+
+
 def test_stages_and_freezing_reach_through_to_the_encoder() -> None:
     plain = create_backbone("resnet10t", BandSet.parse("rgb"), None, None, 32, 0, False).module
     wrapped = create_backbone("resnet10t", STACK, None, None, 32, 0, False, per_date=True).module

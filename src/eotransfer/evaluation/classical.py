@@ -138,12 +138,23 @@ def load_classifier(path: Path) -> Any:
 POOLED = "pooled"
 
 
-def embedding_stages(backbone: torch.nn.Module) -> list[str]:
-    """Valid ``stage`` values for ``backbone``: ``pooled`` and every stage that is one sub-module."""
+def _stage_modules(backbone: torch.nn.Module) -> dict[str, str]:
+    """Each stage that is one sub-module, and that sub-module's name (``layer3``, or ``encoder.layer3`` in a wrapper)."""
     from eotransfer.models.stages import backbone_stages
 
     modules = dict(backbone.named_modules())
-    return [POOLED] + [name for name, _ in backbone_stages(backbone) if name and name in modules]
+    out = {}
+    for name, prefixes in backbone_stages(backbone):
+        if name in modules:
+            out[name] = name
+        elif len(prefixes) == 1 and prefixes[0] in modules:
+            out[name] = prefixes[0]
+    return out
+
+
+def embedding_stages(backbone: torch.nn.Module) -> list[str]:
+    """Valid ``stage`` values for ``backbone``: ``pooled`` and every stage that is one sub-module."""
+    return [POOLED] + [name for name in _stage_modules(backbone) if name]
 
 
 def check_stage(backbone: torch.nn.Module, stage: str) -> None:
@@ -177,7 +188,9 @@ def embedding_fn(model: Any, stage: str = POOLED) -> Callable[[torch.Tensor], to
     if stage == POOLED:
         return model.features  # type: ignore[no-any-return]
     check_stage(model.backbone, stage)
-    module = model.backbone.get_submodule(stage)
+    module = model.backbone.get_submodule(_stage_modules(model.backbone)[stage])
+    # a per-date network runs its encoder once on every date: the stage's output holds D·N rows
+    combine = getattr(model.backbone, "combine_dates", None)
 
     def embed(x: torch.Tensor) -> torch.Tensor:
         captured: list[torch.Tensor] = []
@@ -193,7 +206,7 @@ def embedding_fn(model: Any, stage: str = POOLED) -> Callable[[torch.Tensor], to
             pass
         finally:
             handle.remove()
-        return captured[0]
+        return captured[0] if combine is None else combine(captured[0])
 
     return embed
 

@@ -71,18 +71,20 @@ class PerDateEncoder(nn.Module):
         for d, idx in enumerate(self.dates):
             self.register_buffer(f"_date{d}", torch.tensor(idx, dtype=torch.long), persistent=False)
 
-    def date_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's features of each date: D × N × F (the dates in one batch, as BatchNorm sees them)."""
-        n = x.shape[0]
-        stacked = torch.cat([x.index_select(1, getattr(self, f"_date{d}")) for d in range(len(self.dates))])
-        out = self.encoder(stacked)
-        if out.ndim == 4:
-            out = out.mean(dim=(2, 3))
-        return out.reshape(len(self.dates), n, -1)
+    def combine_dates(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(D·N) × F features of the dates, date after date, → N × D·F: ``[f_last, f_last − f_first, …]``.
+
+        Also what a stage's pooled output goes through (``feature-extraction --stage``), so that every
+        embedding of a per-date network is built the same way.
+        """
+        f = pooled.reshape(len(self.dates), -1, pooled.shape[-1])
+        return torch.cat([f[-1], *(f[-1] - f[d] for d in range(len(self.dates) - 1))], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.date_features(x)
-        return torch.cat([f[-1], *(f[-1] - f[d] for d in range(len(self.dates) - 1))], dim=1)
+        # the dates in one batch, as BatchNorm sees them
+        stacked = torch.cat([x.index_select(1, getattr(self, f"_date{d}")) for d in range(len(self.dates))])
+        out = self.encoder(stacked)
+        return self.combine_dates(out.mean(dim=(2, 3)) if out.ndim == 4 else out)
 
     def card_entries(self) -> dict[str, Any]:
         """What the model card records so that :func:`eotransfer.card.load_model` rebuilds the network."""
