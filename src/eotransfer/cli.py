@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--missing-bands", choices=("error", "mask"), default=argparse.SUPPRESS,
         help="model bands the data lack (another sensor): error (default), or mask them (filled with the training mean)",
     )  # fmt: skip
+    ev.add_argument("--patch-size", dest="patch_size", type=int, default=argparse.SUPPRESS,
+                    help="patch/chip size for xBD and raster-vector data (default: the model's training size)")  # fmt: skip
     ev.add_argument("--seed", type=int, default=argparse.SUPPRESS)
     ev.add_argument("--scale", type=float, default=argparse.SUPPRESS)
     ev.add_argument("--offset", type=float, default=argparse.SUPPRESS)
