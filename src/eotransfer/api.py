@@ -292,9 +292,8 @@ def evaluate(model_dir: str | Path, data: str | Path | EODataset, **options: Any
         cfg.data = str(data)
         if cfg.bands is None:
             cfg.bands = ",".join(saved.bands.keys) if options.get("use_bands") is None else None
-        if (
-            cfg.patch_size is None
-        ):  # chips cut as in training (xBD, raster + vector), unless --patch-size says otherwise
+        # chips cut as in training (xBD, raster + vector), unless --patch-size says otherwise
+        if cfg.patch_size is None:
             cfg.patch_size = (saved.card.get("fit") or {}).get("patch_size")
         ds = load_data(cfg)
     align_bands(saved.bands, ds, options.get("missing_bands", "error"), bool(options.get("verbose", True)))

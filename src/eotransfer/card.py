@@ -82,9 +82,9 @@ def render_markdown(card: dict[str, Any]) -> str:
     ]
     dates = (card.get("network") or {}).get("dates")
     if dates:  # eotransfer.models.per_date: one backbone shared by the dates of a stack
-        bands = [b["sensor"] + ":" + b["name"] if isinstance(b, dict) else str(b) for b in card.get("bands", [])]
+        keys = BandSet.from_list(card["bands"]).keys
         lines += [f"- **per date**: one {card['arch']} run on each of {len(dates)} dates ("
-                  + "; ".join(", ".join(bands[i] for i in d) for d in dates if all(i < len(bands) for i in d))
+                  + "; ".join(", ".join(keys[i] for i in d) for d in dates)
                   + "); the head sees the last date's features and their change"]  # fmt: skip
     lines += [
         f"- **strategy**: {card['strategy']['name']} — "

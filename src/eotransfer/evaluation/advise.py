@@ -28,6 +28,7 @@ import numpy as np
 
 from eotransfer.data.options import DataOptions
 from eotransfer.errors import ConfigError
+from eotransfer.models.band_mapping import BandMapping, map_bands
 from eotransfer.strategies.base import param, validate_params
 
 #: pre-trained weights worth proposing only when they fill at least this share of the data's bands
@@ -108,7 +109,7 @@ class TaskFacts:
     #: share of the data's bands in such groups (``BandMapping.shared_kernels``)
     shared_kernels: dict[str, list[str]] = field(default_factory=dict)
     shared_kernel_share: float = 0.0
-    #: dates of a multi-date stack (bands repeating per common name, ``eotransfer.models.per_date.date_groups``);
+    #: dates of a multi-date stack (one band definition repeated per date, ``eotransfer.models.per_date.date_groups``);
     #: 1: one date
     dates: int = 1
 
@@ -140,10 +141,7 @@ class TaskFacts:
 
 def band_coverage(data_bands: Any, weight_bands: Any) -> float:
     """Share of the data's bands that the weights' bands fill (by name, common name or wavelength)."""
-    from eotransfer.models.band_mapping import map_bands
-
-    mapping = map_bands(weight_bands, data_bands, policy="zero")
-    return 1.0 - len(mapping.unmatched) / max(len(data_bands), 1)
+    return map_bands(weight_bands, data_bands, policy="zero").coverage
 
 
 def best_weights(data_bands: Any, arch: str) -> tuple[str | None, float]:
@@ -174,7 +172,6 @@ def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
     from eotransfer.errors import BandError
     from eotransfer.evaluation.domain import proxy_a_distance
     from eotransfer.evaluation.reference import band_statistics_matrix
-    from eotransfer.models.band_mapping import map_bands
     from eotransfer.models.per_date import date_groups
     from eotransfer.models.weights import resolve_weights
 
@@ -188,7 +185,7 @@ def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
     weights = cfg.weights or best_weights(ds.bands, cfg.backbone)[0]
     weight_bands = resolve_weights(weights, cfg.backbone).bands if weights else None
     mapping = map_bands(weight_bands, ds.bands, policy="zero") if weight_bands is not None else None
-    cov = 1.0 - len(mapping.unmatched) / max(len(ds.bands), 1) if mapping is not None else 0.0
+    cov = mapping.coverage if mapping is not None else 0.0
     same_sensor = None if weight_bands is None else set(ds.bands.keys) <= set(weight_bands.keys)
     pad = None
     if cfg.target:
@@ -307,7 +304,7 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
         elif facts.band_coverage < MIN_BAND_COVERAGE:
             why = f"the weights {facts.weights} fill only {facts.band_coverage:.0%} of the data's bands"
         elif not facts.weights_see_bands_apart:
-            pairs = "; ".join(f"{src.split(':')[-1]} fills {', '.join(t)}" for src, t in facts.shared_kernels.items())
+            pairs = BandMapping.describe_shared(facts.shared_kernels, short=True)
             why = (f"the weights {facts.weights} fill {facts.shared_kernel_share:.0%} of the data's bands with a kernel "
                    f"another data band shares ({pairs}): their first layer sees only the sum of such bands, never "
                    "their difference (the change between two dates of a stack)")  # fmt: skip
@@ -444,7 +441,7 @@ def facts_table(facts: TaskFacts) -> str:
             "none"
             if not facts.shared_kernels
             else f"{facts.shared_kernel_share:.0%} of the bands: "
-            + "; ".join(f"{src} fills {', '.join(t)}" for src, t in facts.shared_kernels.items())
+            + BandMapping.describe_shared(facts.shared_kernels)
             + ("" if facts.weights_see_bands_apart else ": the weights cannot see these bands apart"),
         ),  # fmt: skip
         (

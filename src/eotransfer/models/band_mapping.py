@@ -70,6 +70,16 @@ class BandMapping:
                 groups.setdefault(m.source, []).append(m.target)
         return {s: t for s, t in groups.items() if len(t) > 1}
 
+    @staticmethod
+    def describe_shared(shared: dict[str, list[str]], short: bool = False) -> str:
+        """``B04 fills rgb-pre:pre_red, rgb:red; …`` for :attr:`shared_kernels` (``short``: weight band names only)."""
+        return "; ".join(f"{src.split(':')[-1] if short else src} fills {', '.join(t)}" for src, t in shared.items())
+
+    @property
+    def coverage(self) -> float:
+        """Share of the data bands that a weight band fills (by name, common name or wavelength)."""
+        return 1.0 - len(self.unmatched) / max(len(self.matches), 1)
+
     @property
     def shared_share(self) -> float:
         """Share of the data bands whose kernel another data band shares (see :attr:`shared_kernels`)."""
