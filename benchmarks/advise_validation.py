@@ -25,6 +25,9 @@ cross-validates its top candidates within ``--budget-minutes``; its pick is then
 k and seed, and compared with the best strategy's mean over the same seeds.  The test side never enters the choice.
 ``--auto --ranking`` does the same for the ranking's first choice (no cross-validation of candidates): the
 advisor's first choice out of sample, its transfer probe seeing only the cell's own labelled samples.
+
+A config whose split is geographic (``utm-zone``, ``lonlat-block``, ``group``: the test side lies in places no
+label comes from) asks the advisor with ``--new-regions``, as a user who means to map such places would.
 """
 
 from __future__ import annotations
@@ -122,8 +125,12 @@ def advise_config(data: str, bands: str | None) -> AdviseConfig:
         from eotransfer.evaluation.benchmark import BenchmarkConfig
 
         bench = BenchmarkConfig.from_yaml(data)
+        from eotransfer.data.splits import GEOGRAPHIC_SPLITS
+
         opts = {k: v for k, v in bench.data_options.items() if k != "use_bands"}
-        return AdviseConfig(data=bench.data, verbose=False, **opts)
+        # a geographic split scores the model on places no label comes from: what --new-regions declares
+        new_regions = bench.split.get("kind") in GEOGRAPHIC_SPLITS
+        return AdviseConfig(data=bench.data, verbose=False, new_regions=new_regions, **opts)
     return AdviseConfig(data=data, bands=bands, verbose=False)
 
 

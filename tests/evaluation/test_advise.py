@@ -75,6 +75,21 @@ def test_weights_from_another_sensor_are_used_frozen_with_few_labels() -> None:
     assert ranked(facts(k=5, weights_same_sensor=True))[0] == "progressive-unfreeze"  # same sensor: unfreeze
 
 
+def test_for_new_regions_with_few_labels_a_linear_head_on_frozen_features_comes_first() -> None:
+    recs = recommend(facts(k=5, weights_same_sensor=True, new_regions=True), AdviseConfig())
+    assert [r.strategy for r in recs[:3]] == ["linear-probe", "progressive-unfreeze", "feature-extraction"]
+    assert "regions no label comes from" in recs[0].reason and "Kumar et al. 2022" in recs[0].reason
+    assert recs[0].options == {"weights": "eotransfer:w"}
+    # many labels: fine-tuning catches up; another sensor: the frozen-feature classifier keeps first place
+    assert ranked(facts(k=200, weights_same_sensor=True, new_regions=True))[0] == "finetune"
+    assert ranked(facts(k=5, weights_same_sensor=False, new_regions=True))[0] == "feature-extraction"
+    # a measured shift to the target: the adaptation losses follow the linear head
+    shifted = ranked(facts(k=5, target_pad=1.6, new_regions=True), target="t")
+    assert shifted[:2] == ["linear-probe", "coral"]
+    # without weights nothing changes
+    assert ranked(facts(k=5, weights=None, new_regions=True)) == ranked(facts(k=5, weights=None))
+
+
 def test_inspect_the_fixture_and_its_shifted_copy(eurosat_like: Path) -> None:
     f, ds = inspect_task(AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", target=str(eurosat_like),
                                       target_bands="eurosat-ms"))  # fmt: skip
@@ -149,17 +164,41 @@ def test_one_standard_error_rule_keeps_the_ranking_unless_a_candidate_beats_it_b
         adv.Recommendation("progressive-unfreeze", {}, "", 8.2),
         adv.Recommendation("feature-extraction", {}, "", 8.0),
     ]
-    res = adv.measure_candidates(None, recs, AdviseConfig(top=2))
+    many = [0] * 3000  # 3,000 held-out predictions: the binomial standard error (0.008) is below the folds'
+    res = adv.measure_candidates(many, recs, AdviseConfig(top=2))
     se = np.std(folds["feature-extraction"], ddof=1) / np.sqrt(3)  # 0.029: 0.70 lies below 0.75 - se
     assert res["best_measured"].strategy == "feature-extraction" and 0.75 - se > 0.70
     assert res["best"].strategy == "feature-extraction"
     folds["feature-extraction"] = [0.9, 0.6, 0.75]  # same mean, se 0.087: the first-ranked one is kept
-    res = adv.measure_candidates(None, recs, AdviseConfig(top=2))
+    res = adv.measure_candidates(many, recs, AdviseConfig(top=2))
     assert res["best_measured"].strategy == "feature-extraction" and res["best"].strategy == "progressive-unfreeze"
     assert (
-        adv.measure_candidates(None, recs, AdviseConfig(top=2, one_se=False))["best"].strategy == "feature-extraction"
+        adv.measure_candidates(many, recs, AdviseConfig(top=2, one_se=False))["best"].strategy == "feature-extraction"
     )
     assert res["reference_cv"][0] == pytest.approx(0.5) and res["beats_reference"]
+
+
+def test_one_standard_error_rule_counts_the_binomial_noise_of_few_held_out_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eotransfer.evaluation import advise as adv
+
+    # three folds that agree closely (standard error 0.01) but hold 12 samples in all: 0.80 is known to +-0.115
+    folds = {"progressive-unfreeze": [0.66, 0.70, 0.74], "feature-extraction": [0.79, 0.80, 0.81]}
+
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+        return [0.5, 0.5, 0.5] if rec is None else folds[rec.strategy]
+
+    monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    recs = [
+        adv.Recommendation("progressive-unfreeze", {}, "", 8.2),
+        adv.Recommendation("feature-extraction", {}, "", 8.0),
+    ]
+    assert adv.binomial_se(0.8, 12) == pytest.approx(0.1155, abs=1e-4)
+    assert adv.measure_candidates([0] * 12, recs, AdviseConfig(top=2))["best"].strategy == "progressive-unfreeze"
+    # the same folds over 1,200 samples (binomial 0.012): the 10-point lead is beyond noise
+    assert adv.measure_candidates([0] * 1200, recs, AdviseConfig(top=2))["best"].strategy == "feature-extraction"
+    assert adv.binomial_se(0.8, 0) == 0.0
 
 
 def test_bad_input() -> None:

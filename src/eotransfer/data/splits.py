@@ -17,6 +17,8 @@ import numpy as np
 from eotransfer.errors import ConfigError, DataError
 
 SPLIT_KINDS = ("stratified", "k-per-class", "utm-zone", "lonlat-block", "group")
+#: splits whose test samples come from places (or events) no training sample comes from
+GEOGRAPHIC_SPLITS = ("utm-zone", "lonlat-block", "group")
 
 
 @dataclass

@@ -46,6 +46,10 @@ class AdviseConfig(DataOptions):
 
     target: str | None = param(None, "unlabelled target-domain imagery (another region or sensor), if any")
     target_bands: str | None = param(None, "the bands of --target, as --bands")
+    new_regions: bool = param(
+        False,
+        "the model will be applied to regions no label comes from (what a spatial split tests); implied by --target",
+    )
     unseen_classes: str | None = param(None, "classes to predict that have no labels, comma-separated")
     new_classes_at_prediction: bool = param(False, "new classes will be given by a few examples at prediction time")
     backbone: str = param("resnet10t", "backbone architecture for the candidates")
@@ -112,6 +116,8 @@ class TaskFacts:
     #: dates of a multi-date stack (one band definition repeated per date, ``eotransfer.models.per_date.date_groups``);
     #: 1: one date
     dates: int = 1
+    #: the model is meant for regions no label comes from (``--new-regions``, or a ``--target`` is given)
+    new_regions: bool = False
 
     @property
     def weights_see_bands_apart(self) -> bool:
@@ -203,7 +209,8 @@ def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
     per_epoch = len(ds) * 0.004 * (h * w) / (64 * 64) / (50 if gpu else 1)
     facts = TaskFacts(len(ds), list(ds.classes), counts, ds.bands.keys, weights, cov, unseen, pad, gpu, per_epoch,
                       weights_same_sensor=same_sensor, shared_kernels=mapping.shared_kernels if mapping else {},
-                      shared_kernel_share=mapping.shared_share if mapping else 0.0, dates=dates)  # fmt: skip
+                      shared_kernel_share=mapping.shared_share if mapping else 0.0, dates=dates,
+                      new_regions=cfg.new_regions or bool(cfg.target))  # fmt: skip
     if cfg.probe and weights is not None and cov >= MIN_BAND_COVERAGE and min(counts.values(), default=0) >= 2:
         facts.probe_pretrained, facts.probe_random, facts.probe_se = transfer_probe(ds, weights, cfg)
     return facts, ds
@@ -284,6 +291,15 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
             # below frozen features + logistic regression, which led there; on EuroSAT (the weights' own
             # sensor) unfreezing led.  From ~50 labels per class fine-tuning leads on both.
             fe_score, pu_score, ft_score = 8.4, 7.0, min(ft_score, 4.0)
+        lp_score = 5.0
+        elsewhere = facts.new_regions and not cross and k < 50
+        if elsewhere:
+            # Kumar et al. 2022 ("Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution",
+            # ICLR): adapting the backbone to the labelled regions moves the features of other regions less than
+            # theirs, a linear head on frozen features does not.  Measured (benchmarks/README.md, "new regions"):
+            # EuroSAT west -> east, the linear probe led with 5 and all ~10 labels per class (0.668 / 0.694 against
+            # unfreezing's 0.635 / 0.681), which led on the random split; checked east -> west out of sample
+            lp_score = 8.6
         if epochs_affordable < 30:  # the budget cannot train end to end for long: frozen features first
             pu_score, ft_score = min(pu_score, fe_score - 0.5), min(ft_score, fe_score - 1)
         add("progressive-unfreeze", pu_score, f"{k} labels per class with {src}: unfreezing top-down keeps the "
@@ -297,7 +313,10 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
         add("feature-extraction", fe_score, fe_why, classifier="logreg")
         add("finetune", ft_score, f"{k} labels per class with {src}: end-to-end fine-tuning at a lower backbone "
             "learning rate" + ("" if epochs_affordable >= 30 else "; the budget allows few epochs on this machine"))  # fmt: skip
-        add("linear-probe", 5, f"a linear head on the frozen features of {src}; cheap and hard to overfit")
+        add("linear-probe", lp_score, (f"{k} labels per class and the model is for regions no label comes from: a "
+            f"linear head on the frozen features of {src} generalises there better than features adapted to the "
+            "labelled regions (Kumar et al. 2022)") if elsewhere else
+            f"a linear head on the frozen features of {src}; cheap and hard to overfit")  # fmt: skip
     else:
         if facts.weights is None:
             why = "no local pre-trained weights of this architecture"
@@ -452,6 +471,10 @@ def facts_table(facts: TaskFacts) -> str:
         ),  # fmt: skip
         ("classes without labels", ", ".join(facts.unseen_classes) or "none"),
         (
+            "applied to",
+            "regions no label comes from" if facts.new_regions else "the labelled regions (no --new-regions)",
+        ),
+        (
             "target domain gap (PAD)",
             "no target" if facts.target_pad is None else f"{facts.target_pad:.2f} (0 = same, 2 = separable)",
         ),  # fmt: skip
@@ -505,6 +528,11 @@ def cross_validate(
     return accs
 
 
+def binomial_se(accuracy: float, n: int) -> float:
+    """Standard error of an accuracy measured on ``n`` independent predictions: sqrt(p (1 - p) / n)."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n) if n > 0 else 0.0
+
+
 def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -> dict[str, Any]:
     """``--auto``'s measurement: the top ``cfg.top`` cross-validation-measurable candidates and the reference.
 
@@ -515,24 +543,33 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     accuracy lies within one standard error (over folds) of the best measured: the one-standard-error rule
     (Hastie, Tibshirani & Friedman 2009, "The Elements of Statistical Learning", §7.10), so that with a few
     labels per class, where folds of a handful of samples differ by chance, the ranking's prior is not
-    overturned by noise.
+    overturned by noise.  The standard error is the larger of the folds' (standard deviation / sqrt(folds)) and
+    the binomial one of an accuracy over the held-out predictions, sqrt(p (1 - p) / n): a spread of three
+    folds is itself a noisy estimate, and fold-based estimates of the variance of K-fold cross-validation are
+    biased low (Bengio & Grandvalet 2004, "No Unbiased Estimator of the Variance of K-Fold Cross-Validation",
+    JMLR 5), so with 10 held-out samples three folds can agree by chance while the accuracy is known to no
+    better than about ±0.13.
     """
     from eotransfer.engine.metrics import mean_ci95, standard_error
 
     deadline = time.time() + cfg.budget_minutes * 60
     measurable = [r for r in recs if cv_measurable(r)]
-    ref = mean_ci95(cross_validate(ds, None, cfg, deadline))
-    scored: list[tuple[Recommendation, float]] = []  # (candidate, standard error over its folds), rank order
+    ref_accs = cross_validate(ds, None, cfg, deadline)
+    ref = mean_ci95(ref_accs)
+    scored: list[tuple[Recommendation, list[float]]] = []  # (candidate, its fold accuracies), rank order
     for r in measurable[: cfg.top]:
         accs = cross_validate(ds, r, cfg, deadline)
         r.cv_accuracy, r.cv_ci95 = mean_ci95(accs)
         if math.isnan(r.cv_ci95):
             r.cv_ci95 = 0.0
         if accs:
-            scored.append((r, standard_error(accs)))
+            scored.append((r, accs))
     if not scored:
         raise ConfigError("--auto: no candidate could be measured within --budget-minutes; raise the budget")
-    top, top_se = max(scored, key=lambda pair: pair[0].cv_accuracy or 0.0)
+    top, top_accs = max(scored, key=lambda pair: pair[0].cv_accuracy or 0.0)
+    # held-out predictions behind the top candidate's mean: every sample once when all folds ran
+    n_held_out = len(ds) * len(top_accs) // max(len(ref_accs), len(top_accs))
+    top_se = max(standard_error(top_accs), binomial_se(top.cv_accuracy or 0.0, n_held_out))
     best = top
     if cfg.one_se:
         best = next(r for r, _ in scored if (r.cv_accuracy or 0.0) >= (top.cv_accuracy or 0.0) - top_se)
