@@ -6,14 +6,16 @@ UTM 33N, 10 m) is generated on disk, then predicted by ``predict_raster`` in a *
 ``eotransfer:eurosat-s2-resnet10t-moco`` backbone (13 S2 bands, its own normalisation) and a
 seeded random 10-class head; ``--patch`` px windows, ``--overlap``, blocks of ``--block-size``.
 The child reports wall time (prediction; overviews + COG copy), pixels/s, and the peak resident
-set (``ru_maxrss`` and /proc VmHWM).  Each generated raster and its output are deleted afterwards.
+set (``ru_maxrss`` and /proc VmHWM); with ``--accelerator cuda`` the network runs on the GPU (windows are
+still read, cut, blended and written on the CPU) and the child also reports the GPU's peak allocated
+memory.  Each generated raster and its output are deleted afterwards; results are written after each size.
 
 The content is a 512×512 pattern of smooth spectra repeated over the raster, each repeat shifted
 by a random per-tile 13-band offset (seed 0), so the class map varies from tile to tile.
 
     .venv/bin/python benchmarks/large_raster.py [--sizes 2500,5000,20000] [--patch 32] [--overlap 0]
-        [--batch-size 256] [--block-size 512] [--threads 2] [--workdir /tmp/eot-large-raster]
-        [--out benchmarks/results/large_raster_cpu]
+        [--batch-size 256] [--block-size 512] [--threads 2] [--accelerator cpu|cuda|auto] [--network-windows N]
+        [--workdir /tmp/eot-large-raster] [--out benchmarks/results/large_raster_cpu]
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def child(args: argparse.Namespace) -> None:
         torch.manual_seed(0)
         net.head.reset_parameters()
         net.normalize.set_from(Normalizer.from_dict(bb.weights["normalization"]).subset(bands.keys))
-        saved = SavedModel(net.eval(), {"bands": bands.to_list(), "classes": classes}, Path("."))
+        saved = SavedModel(net.eval(), {"bands": bands.to_list(), "classes": classes}, Path(".")).to(args.accelerator)
 
         def predictor(x: np.ndarray) -> np.ndarray:
             return saved.predict_proba(x, batch_size=args.batch_size)
@@ -100,6 +102,17 @@ def child(args: argparse.Namespace) -> None:
             e = np.exp(z - z.max(axis=1, keepdims=True))
             return e / e.sum(axis=1, keepdims=True)
 
+    network: dict[str, float] = {}
+    if args.network_windows:  # the predictor alone on in-memory windows: the rate the network allows
+        xs = np.random.default_rng(0).uniform(500, 3000, (args.batch_size, N_BANDS, args.patch, args.patch))
+        xs = xs.astype(np.float32)
+        predictor(xs)  # warm-up (cuDNN's choice of kernels, allocator)
+        t, n = time.perf_counter(), 0
+        while n < args.network_windows:
+            predictor(xs)
+            n += len(xs)
+        rate = n / (time.perf_counter() - t)
+        network = {"network_windows_per_s": round(rate, 1), "network_pixels_per_s": round(rate * args.patch**2)}
     timings = {"finish_s": 0.0}
     real_finish = cog.CogWriter.finish
 
@@ -140,7 +153,54 @@ def child(args: argparse.Namespace) -> None:
         "rss_after_model_load_mib": round(rss_before / 1024, 1),
         "vm_hwm_mib": round(hwm / 1024, 1) if hwm else None,
         "output_bytes": Path(args.child[1]).stat().st_size, "overviews": summary["overviews"],
+        **network, "gpu_peak_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
     }))  # fmt: skip
+
+
+def write_results(args: argparse.Namespace, out: Path, rows: list[dict[str, Any]]) -> None:
+    """results.json and results.md for the sizes done so far."""
+    gpu = None
+    if args.accelerator != "cpu":
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    cpu = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})"
+    meta = {
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "hardware": f"GPU {gpu} (the network); {cpu} (reading, windows, blending, writing, overviews)"
+        if gpu else f"CPU, {cpu}, shared with other work",
+        "python": platform.python_version(), "seed": 0, "model": MODELS[args.predictor],
+        "load_average_at_start": args.load_at_start, "accelerator": "cuda" if gpu else "cpu", "patch": args.patch, "overlap": args.overlap, "batch_size": args.batch_size,
+        "block_size": args.block_size, "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M"),
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [
+        f"# Large-raster prediction, {'GPU' if gpu else 'CPU'}", "", f"`{meta['command']}`", "",
+        f"{meta['hardware']}; {meta['model']}; {args.patch} px windows, overlap {args.overlap}, "
+        f"batches of {args.batch_size}, {args.block_size} px blocks, {args.threads} torch threads; input: "
+        "13-band uint16 tiled GeoTIFF (generated, seed 0, deleted afterwards); output: COG, class + 10 "
+        "probability bands (uint8 percent) with overviews.", "",
+        f"Load average when it started: {meta['load_average_at_start']} (where cores are shared, wall times "
+        "are inflated by other work; pixels per CPU-second is the steadier figure).", "",
+        "| side px | pixels | windows | total s | predict s | overviews+COG s | pixels/s | CPU s | pixels/CPU-s "
+        "| peak RSS MiB | VmHWM MiB |" + (" GPU peak MiB |" if gpu else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""),
+    ]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['size']:,} | {r['pixels']:,} | {r['windows']:,} | {r['seconds']} | {r['predict_s']} | "
+            f"{r['overviews_and_cog_s']} | {r['pixels_per_s']:,} | {r['cpu_s']} | {r['pixels_per_cpu_s']:,} | "
+            f"{r['peak_rss_mib']} | {r['vm_hwm_mib']} |" + (f" {r.get('gpu_peak_mib')} |" if gpu else "")
+        )
+    for r in rows:
+        if "network_windows_per_s" in r:
+            lines.append(
+                f"\nThe predictor alone on in-memory {args.patch} px windows ({r['size']:,}² run, batches of "
+                f"{args.batch_size}, host-to-device copies included): {r['network_windows_per_s']:,} windows/s = "
+                f"{r['network_pixels_per_s']:,} pixels/s at overlap 0."
+            )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
 
 
 def main() -> None:
@@ -152,6 +212,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--block-size", type=int, default=512)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--accelerator", default="cpu", help="where the network runs: cpu | cuda | auto")
+    p.add_argument("--network-windows", type=int, default=0,
+                   help="also time the predictor alone on this many in-memory windows (0: skip)")  # fmt: skip
     p.add_argument("--workdir", default="/tmp/eot-large-raster")
     p.add_argument("--out", default="benchmarks/results/large_raster_cpu")
     p.add_argument("--child", nargs=2, metavar=("RASTER", "OUT"), help=argparse.SUPPRESS)
@@ -160,6 +223,7 @@ def main() -> None:
         child(args)
         return
 
+    args.load_at_start = os.getloadavg()
     work, out = Path(args.workdir), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,44 +240,19 @@ def main() -> None:
             print(f"{size}²: generated {raster.stat().st_size / 2**30:.2f} GiB in {gen_s:.0f} s", flush=True)
             cmd = [sys.executable, __file__, "--child", str(raster), str(result), "--patch", str(args.patch),
                    "--overlap", str(args.overlap), "--predictor", args.predictor, "--batch-size", str(args.batch_size),
-                   "--block-size", str(args.block_size), "--threads", str(args.threads)]  # fmt: skip
+                   "--block-size", str(args.block_size), "--threads", str(args.threads),
+                   "--accelerator", args.accelerator, "--network-windows", str(args.network_windows)]  # fmt: skip
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             row["generate_s"] = round(gen_s, 1)
             row["input_gib"] = round(raster.stat().st_size / 2**30, 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
+            write_results(args, out, rows)
         finally:
             for f in (raster, result):
                 f.unlink(missing_ok=True)
-    meta = {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "hardware": f"CPU, {os.cpu_count()} cores, shared with other work ({platform.processor() or platform.machine()})",
-        "python": platform.python_version(), "seed": 0, "model": MODELS[args.predictor],
-        "load_average_at_start": os.getloadavg(), "patch": args.patch, "overlap": args.overlap, "batch_size": args.batch_size,
-        "block_size": args.block_size, "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M"),
-    }  # fmt: skip
-    (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [
-        "# Large-raster prediction, CPU", "", f"`{meta['command']}`", "",
-        f"{meta['hardware']}; {meta['model']}; {args.patch} px windows, overlap {args.overlap}, "
-        f"batches of {args.batch_size}, {args.block_size} px blocks, {args.threads} torch threads; input: "
-        "13-band uint16 tiled GeoTIFF (generated, seed 0, deleted afterwards); output: COG, class + 10 "
-        "probability bands (uint8 percent) with overviews.", "",
-        f"Load average when it started: {meta['load_average_at_start']} (the 2 cores are shared: wall times "
-        "are inflated by other work; pixels per CPU-second is the steadier figure).", "",
-        "| side px | pixels | windows | total s | predict s | overviews+COG s | pixels/s | CPU s | pixels/CPU-s "
-        "| peak RSS MiB | VmHWM MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    for r in rows:
-        lines.append(
-            f"| {r['size']:,} | {r['pixels']:,} | {r['windows']:,} | {r['seconds']} | {r['predict_s']} | "
-            f"{r['overviews_and_cog_s']} | {r['pixels_per_s']:,} | {r['cpu_s']} | {r['pixels_per_cpu_s']:,} | "
-            f"{r['peak_rss_mib']} | {r['vm_hwm_mib']} |"
-        )
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args, out, rows)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import torch
 
 import eotransfer
 from eotransfer.bands import BandSet
-from eotransfer.card import atomic_write_dir, atomic_write_text, load_model, save_model
+from eotransfer.card import atomic_write_dir, atomic_write_text, load_model, resolve_device, save_model
 from eotransfer.data.base import open_dataset
 from eotransfer.data.normalization import Normalizer
-from eotransfer.errors import DataError, WeightError
+from eotransfer.errors import ConfigError, DataError, WeightError
 from eotransfer.models.backbones import create_backbone
 
 
@@ -108,6 +108,36 @@ def test_evaluate_saved_model(fitted: Any, eurosat_like: Path, images: tuple[np.
 def test_predict_proba_checks_the_input(fitted: Any) -> None:
     with pytest.raises(DataError, match="expects N×13×H×W in band order B01, B02"):
         load_model(fitted.out).predict_proba(np.zeros((2, 3, 16, 16), dtype=np.float32))
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="'tpu' is unknown; use one of auto, cpu, cuda, gpu"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="torch sees no CUDA device on this machine; use --accelerator cpu"):
+            resolve_device("cuda")
+
+
+def test_saved_model_to_a_device(fitted: Any, images: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = images
+    on_cpu = load_model(fitted.out).predict_proba(x)
+    moved = load_model(fitted.out).to("auto")
+    assert next(moved.network.parameters()).device.type == moved.device.type
+    got = moved.predict_proba(x)
+    assert got.dtype == np.float32 and got.shape == on_cpu.shape
+    # a GPU's kernels (TF32 off by default for convolutions in float32) round differently: equal to 1e-4
+    np.testing.assert_allclose(got, on_cpu, rtol=0, atol=1e-4)
+    assert (got.argmax(1) == on_cpu.argmax(1)).mean() >= 0.97
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_saved_model_on_cuda_matches_the_cpu(fitted: Any, images: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = images
+    saved = load_model(fitted.out).to("cuda")
+    assert saved.device.type == "cuda"
+    np.testing.assert_allclose(saved.predict_proba(x), load_model(fitted.out).predict_proba(x), rtol=0, atol=1e-4)
 
 
 def test_load_model_errors(fitted: Any, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from eotransfer.cli import main, run
+from eotransfer.errors import ConfigError
 
 FAST = ["--backbone", "resnet18", "--no-progress", "--no-verbose", "--batch-size", "16"]
 
@@ -73,6 +74,15 @@ def test_yaml_config_with_override_then_evaluate_and_predict(
     probs = np.array([[float(v) for v in r.split(",")[2:]] for r in rows[1:]])
     assert probs.shape == (36, 3)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    # the batch size and the accelerator change where and how the forward passes run, not the answer
+    small = tmp_path / "pred_small_batches.csv"
+    assert run(["predict", str(out), str(eurosat_like), "--out", str(small), "--no-progress",
+                "--batch-size", "5", "--accelerator", "cpu"]) == 0  # fmt: skip
+    probs_small = np.array([[float(v) for v in r.split(",")[2:]] for r in small.read_text().strip().splitlines()[1:]])
+    np.testing.assert_allclose(probs_small, probs, rtol=0, atol=2e-5)
+    with pytest.raises(ConfigError, match="--accelerator 'tpu' is unknown; use one of auto, cpu, cuda, gpu"):
+        run(["predict", str(out), str(eurosat_like), "--out", str(tmp_path / "x.csv"), "--accelerator", "tpu"])
+    assert not (tmp_path / "x.csv").exists()
 
     raster = tmp_path / "scene.tif"
     rng = np.random.default_rng(0)

@@ -368,7 +368,8 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
     """Predict a raster (GeoTIFF → class map + PNG preview) or a folder of patches (→ CSV of probabilities)."""
     from eotransfer.card import atomic_write_text, load_model
 
-    saved = load_model(model_dir, task=options.get("task"))
+    saved = load_model(model_dir, task=options.get("task")).to(str(options.get("accelerator") or "auto"))
+    batch_size = int(options.get("batch_size") or 64)
     src = Path(source)
     if options.get("buildings"):
         from eotransfer.predict.buildings import model_phases, phase_images, predict_buildings
@@ -376,7 +377,7 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
         images = phase_images(src, model_phases(saved.bands.keys))
         return predict_buildings(
             images, options["buildings"], saved.predict_proba, saved.classes, int(saved.card["img_size"]), out,
-            scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)),
+            scale=float(options.get("scale", 1.0)), offset=float(options.get("offset", 0.0)), batch_size=batch_size,
         )  # fmt: skip
     if src.is_file() and src.suffix.lower() in (".tif", ".tiff"):
         from eotransfer.predict.raster import predict_raster
@@ -393,6 +394,7 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
         return predict_raster(
             src, saved.predict_proba, out, saved.classes, int(saved.card["img_size"]),
             band_indices=band_indices, overlap=float(options.get("overlap", 0.5)), scale=scale, offset=offset,
+            batch_size=batch_size,
             preview_png=Path(out).with_suffix(".png"), progress=bool(options.get("progress", True)), nodata=nodata,
             expected_crs=(saved.card.get("data") or {}).get("crs"), crs_policy=options.get("crs_policy") or "refuse",
         )  # fmt: skip
@@ -403,7 +405,7 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
     )  # fmt: skip
     rows = ["file," + ",".join(["predicted", *[f"p_{c}" for c in saved.classes]])]
     counts: dict[str, int] = {}
-    probs = predict_samples(saved, ds, np.arange(len(ds)))
+    probs = predict_samples(saved, ds, np.arange(len(ds)), batch_size=batch_size)
     for i, p in enumerate(probs):
         cls = saved.classes[int(p.argmax())]
         counts[cls] = counts.get(cls, 0) + 1

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,24 @@ def save_model(
     return atomic_write_dir(Path(target), write)
 
 
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu")
+
+
+def resolve_device(accelerator: str = "auto") -> torch.device:
+    """The torch device an ``--accelerator`` value names: ``auto`` takes CUDA when torch sees one, else the CPU.
+
+    ``cuda`` (or ``gpu``) without a visible CUDA device is an error rather than a silent fall-back to the CPU.
+    """
+    name = str(accelerator).lower()
+    if name not in ACCELERATORS:
+        raise ConfigError(f"--accelerator {accelerator!r} is unknown; use one of {', '.join(ACCELERATORS)}")
+    if name in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"--accelerator {accelerator}: torch sees no CUDA device on this machine; use --accelerator cpu (or auto)"
+        )
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 @dataclass
 class SavedModel:
     """A loaded model directory: the network and its card."""
@@ -209,6 +227,14 @@ class SavedModel:
     path: Path
     #: a scikit-learn classifier on the backbone's features (``classifier.skops``), replacing the linear head
     classifier: Any = None
+    #: where the network runs (:meth:`to`); batches are moved there and the probabilities come back as NumPy
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def to(self, accelerator: str | torch.device = "auto") -> SavedModel:
+        """Move the network to ``accelerator`` (``auto``, ``cpu``, ``cuda`` or a torch device); returns ``self``."""
+        self.device = accelerator if isinstance(accelerator, torch.device) else resolve_device(accelerator)
+        self.network.to(self.device)
+        return self
 
     @property
     def bands(self) -> BandSet:
@@ -233,16 +259,18 @@ class SavedModel:
             from eotransfer.evaluation.classical import embedding_fn
 
             embed = embedding_fn(self.network, str((self.card.get("classifier") or {}).get("stage", "pooled")))
+        cuda = self.device.type == "cuda"
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size], dtype=np.float32))
+            x = x.pin_memory().to(self.device, non_blocking=True) if cuda else x.to(self.device)
             if self.classifier is not None:
                 from eotransfer.evaluation.classical import classifier_proba
 
                 assert embed is not None
-                feats = embed(x).float().numpy()
+                feats = embed(x).float().cpu().numpy()
                 out.append(classifier_proba(self.classifier, feats, len(self.classes)))
             else:
-                out.append(torch.softmax(self.network(x), dim=1).numpy())
+                out.append(torch.softmax(self.network(x).float(), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
 

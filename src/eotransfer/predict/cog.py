@@ -8,7 +8,10 @@ class band needs ``nearest`` (an average of class indices is no class) and the p
 ``average``.  So the blocks go to two temporary tiled GeoTIFFs (the class band; the probability
 bands), each gets its own overviews, a VRT stacks them (GDAL exposes the sources' overviews as the
 VRT's), and the COG driver copies that VRT with its existing overviews (``OVERVIEWS=FORCE_USE_EXISTING``).
-Every step streams tiles, so memory stays bounded by GDAL's block cache (``GDAL_CACHEMAX``).
+Every step streams tiles, so memory stays bounded by GDAL's block cache (``GDAL_CACHEMAX``).  The
+temporary parts are ZSTD-compressed at level 1 (they are read back twice: overviews, COG copy; DEFLATE
+took 2.3× longer for the whole stage on a 4,000² map, ``benchmarks/README.md``); the COG itself is
+DEFLATE, which every GeoTIFF reader decodes.
 
 All temporary files live in one hidden folder beside the output and are removed whatever happens;
 the COG is moved onto the output path only when complete.
@@ -99,8 +102,8 @@ class CogWriter:
         profile = {
             "driver": "GTiff", "dtype": "uint8", "width": width, "height": height, "crs": crs,
             "transform": transform, "nodata": nodata, "tiled": True, "blockxsize": tile, "blockysize": tile,
-            "compress": "deflate", "BIGTIFF": "IF_SAFER",
-        }  # fmt: skip
+            "compress": "zstd", "zstd_level": 1, "num_threads": "ALL_CPUS", "BIGTIFF": "IF_SAFER",
+        }  # fmt: skip  # temporary parts: ZSTD level 1 writes and reads back ~2x faster than DEFLATE (benchmarks/)
         self.class_path, self.prob_path = self.tmp / "class.tif", self.tmp / "probability.tif"
         self._parts: list[Any] = []
         with self.errors():
@@ -154,7 +157,7 @@ class CogWriter:
     def close_parts(self) -> None:
         """Build each part's overviews (class: nearest, probabilities: average) and close it."""
         factors = overview_factors(self.height, self.width, self.tile)
-        with self.errors():
+        with self.errors(), rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):  # overviews computed on every core
             for part, resampling in zip(self._parts, (Resampling.nearest, Resampling.average), strict=True):
                 if factors:
                     part.build_overviews(factors, resampling)

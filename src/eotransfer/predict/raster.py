@@ -367,9 +367,16 @@ def _band_indexes(raster: Path, count: int, band_indices: Sequence[int] | None) 
 def _raster_reader(
     src: Any, raster: Path, indexes: list[int], scale: np.ndarray, offset: np.ndarray, nodata: float | None = None
 ) -> _Reader:
-    """Read a rectangle of ``indexes`` as float32, nodata/masked → NaN, then ``* scale + offset`` (per band)."""
+    """Read a rectangle of ``indexes`` as float32, nodata/masked → NaN, then ``* scale + offset`` (per band).
+
+    The last rectangle is kept (read-only): a block's windows and its nodata mask usually ask for the same
+    one, which is then read and decoded once.
+    """
+    last: dict[_Rect, np.ndarray] = {}
 
     def read(rect: _Rect) -> np.ndarray:
+        if rect in last:
+            return last[rect]
         row0, row1, col0, col1 = rect
         try:
             data = src.read(
@@ -383,7 +390,11 @@ def _raster_reader(
         pixels = np.ma.filled(data, np.nan).astype(np.float32, copy=False)
         if nodata is not None:
             pixels[pixels == np.float32(nodata)] = np.nan
-        return pixels * scale + offset
+        out = pixels * scale + offset
+        out.flags.writeable = False
+        last.clear()
+        last[rect] = out
+        return out
 
     return read
 
