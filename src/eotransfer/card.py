@@ -259,10 +259,9 @@ class SavedModel:
             from eotransfer.evaluation.classical import embedding_fn
 
             embed = embedding_fn(self.network, str((self.card.get("classifier") or {}).get("stage", "pooled")))
-        cuda = self.device.type == "cuda"
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size], dtype=np.float32))
-            x = x.pin_memory().to(self.device, non_blocking=True) if cuda else x.to(self.device)
+            x = x.to(self.device)  # the result is needed at once: pinning a fresh batch would only add a copy
             if self.classifier is not None:
                 from eotransfer.evaluation.classical import classifier_proba
 
