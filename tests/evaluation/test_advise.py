@@ -246,6 +246,10 @@ def test_inspect_a_raster_with_labelled_polygons() -> None:
     (auto_warning,) = cautions(facts(k=20), auto=True)  # measured: --auto's folds are too small below 100 samples
     assert "--auto with 60 labelled samples" in auto_warning and "in 3 of 6 settings" in auto_warning
     assert cautions(facts(k=34), auto=True) == [] and cautions(facts(k=20)) == []  # 102 samples; no --auto
+    # measured on the east -> west EuroSAT grid: on new regions with few labels the reference can win
+    (regions,) = cautions(facts(k=11, new_regions=True))
+    assert "new regions with 11 labels per class" in regions and "0.480 vs. 0.445" in regions
+    assert cautions(facts(k=60, new_regions=True)) == []
 
 
 def test_auto_cross_validates_only_what_the_labelled_data_can_measure() -> None:

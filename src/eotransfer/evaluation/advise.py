@@ -408,6 +408,10 @@ AUTO_MIN_SAMPLES = 100
 def cautions(facts: TaskFacts, min_per_class: int = 5, auto: bool = False) -> list[str]:
     """What makes any ranking unreliable: classes too small to train on, to score a model on, or to cross-validate.
 
+    With ``new_regions`` and under 50 labels per class: the ranking's first choice held in one direction of
+    the EuroSAT UTM-zone split only, and the band-statistics reference beat transfer in the other
+    (benchmarks/README.md, "New regions").
+
     With ``auto``: fewer than :data:`AUTO_MIN_SAMPLES` labelled samples.  Measured out of sample
     (``benchmarks/advise_validation.py --auto``, benchmarks/README.md): with 10 to 50 labelled samples (5 or 20
     per class), the pick of ``--auto`` was more than 2 points below the best strategy in all 6 grid settings at
@@ -422,6 +426,16 @@ def cautions(facts: TaskFacts, min_per_class: int = 5, auto: bool = False) -> li
             f"classes with fewer than {min_per_class} labelled samples: {names}. No strategy can be compared on "
             "held-out data with so few; label more (even 5 per class), or name such classes with zero-shot "
             "(--unseen-classes) or give them at prediction time (protonet)"
+        )
+    k = min(facts.labels_per_class.values()) if facts.labels_per_class else 0
+    if facts.new_regions and 0 < k < 50:
+        out.append(
+            f"new regions with {k} labels per class: the first choice is least certain here. On this project's "
+            "EuroSAT grids split by UTM zone, the best pre-trained strategy differed between west -> east "
+            "(linear-probe) and east -> west (progressive-unfreeze) by 3 points, and per-band statistics + "
+            "logistic regression beat every transfer strategy east -> west at 3 labels per class (0.480 vs. "
+            "0.445). Compare against that reference on a held-out region of your own (eotransfer benchmark "
+            "reports it beside every strategy)"
         )
     n = sum(facts.labels_per_class.values())
     if auto and n < AUTO_MIN_SAMPLES:
