@@ -172,7 +172,8 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
 
 
 def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: float, top: int,
-                  ks: list[str] | None = None, measure: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+                  ks: list[str] | None = None, measure: bool = True,
+                  auto_min_samples: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """``advise --auto`` on each grid cell's training side; its pick's test accuracy against the best strategy's.
 
     ``measure=False``: the ranking's first choice instead (inspection and transfer probe on that training side,
@@ -194,7 +195,9 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         raise SystemExit(f"--auto: --data must be the benchmark config YAML of {table}, not {config}")
     bench = BenchmarkConfig.from_yaml(config)
     ds = open_benchmark_data(bench)
-    cfg = dataclasses.replace(advise_config(config, None), budget_minutes=budget_minutes, top=top)
+    cfg = dataclasses.replace(
+        advise_config(config, None), budget_minutes=budget_minutes, top=top, auto_min_samples=auto_min_samples
+    )
     table_ks = sorted({r["k"] for r in read_table(table)}, key=lambda v: (isinstance(v, str), v))
     out = []
     for k in [k for k in table_ks if ks is None or str(k) in ks]:
@@ -210,7 +213,10 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
                 if not measure:
                     best, how = recs[0], "the ranking's first (not measured)"
                 else:
-                    best, how = measure_candidates(train, recs, scfg)["best"], "CV"
+                    got_auto = measure_candidates(train, recs, scfg)
+                    best = got_auto["best"]
+                    how = "CV" if got_auto["cross_validated"] else (
+                        f"the ranking's first ({len(train)} samples, under --auto-min-samples {scfg.auto_min_samples})")  # fmt: skip
             except ConfigError as exc:  # e.g. one label per class: nothing to cross-validate, the ranking decides
                 best, how = recs[0], f"no CV ({exc}), the ranking's first"
             pick = advisor_pick(best)
@@ -243,7 +249,9 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
             "per_seed": lines,
         })  # fmt: skip
     mode = "auto" if measure else "ranking"
-    return out, {"data": config, "table": str(table), "mode": mode, "budget_minutes": budget_minutes, "top": top}
+    meta = {"data": config, "table": str(table), "mode": mode, "budget_minutes": budget_minutes, "top": top,
+            "auto_min_samples": auto_min_samples}  # fmt: skip
+    return out, meta
 
 
 def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) -> str:
@@ -251,7 +259,8 @@ def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) ->
     who = "`advise --auto`" if auto else "the advisor's first choice (its ranking, no --auto)"
     lines = [f"# {who} vs. benchmark, out of sample: is its pick within 2 points of the best strategy?", ""]
     for rows, meta in results:
-        how = f"--top {meta['top']}, --budget-minutes {meta['budget_minutes']} per seed" if auto else (
+        how = f"--top {meta['top']}, --budget-minutes {meta['budget_minutes']} per seed" + (
+            f", --auto-min-samples {meta['auto_min_samples']}" if meta.get("auto_min_samples") else "") if auto else (
             "inspection and transfer probe on each cell's training side only")  # fmt: skip
         lines += [f"**{meta['data']}** — table `{meta['table']}`; {how}", "",
                   f"| labels/class | seeds | {'advise --auto' if auto else 'first choice'}'s picks (one per seed) | their test accuracy (mean) | "
@@ -302,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2", help="--auto: the grid seeds to run it on (comma-separated)")
     ap.add_argument("--budget-minutes", type=float, default=5.0, help="--auto: its budget per seed")
     ap.add_argument("--top", type=int, default=3, help="--auto: candidates it measures")
+    ap.add_argument("--auto-min-samples", type=int, default=0,
+                    help="--auto: keep the ranking's first choice below this many labelled samples (advise's option)")  # fmt: skip
     ap.add_argument("--ks", default=None, help="--auto: only these labels-per-class settings (comma-separated)")
     ap.add_argument("--ranking", action="store_true",
                     help="with --auto: the ranking's first choice out of sample, no cross-validation of candidates")  # fmt: skip
@@ -315,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         auto = []
         for d, t in zip(args.data, args.table, strict=True):
-            auto.append(validate_auto(d, t, seeds, args.budget_minutes, args.top, ks, measure=not args.ranking))
+            auto.append(validate_auto(d, t, seeds, args.budget_minutes, args.top, ks, measure=not args.ranking,
+                                      auto_min_samples=args.auto_min_samples))  # fmt: skip
             (args.out / "results.md").write_text(markdown_auto(auto))  # after each table: a stopped run keeps it
             (args.out / "results.json").write_text(json.dumps([{"meta": m, "rows": r} for r, m in auto], indent=1))
         print(markdown_auto(auto))

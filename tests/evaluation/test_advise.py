@@ -138,6 +138,7 @@ def test_auto_measures_candidates_and_keeps_the_best(eurosat_like: Path, tmp_pat
     out = tmp_path / "best"
     res = advise(eurosat_like, bands="eurosat-ms", auto=True, top=2, folds=2, out=str(out), verbose=False,
                  one_se=False)  # fmt: skip
+    assert res["cross_validated"]
     measured = [r for r in res["ranking"] if r.cv_accuracy is not None]
     assert len(measured) == 2
     assert res["best"].cv_accuracy == max(r.cv_accuracy for r in measured)
@@ -145,6 +146,38 @@ def test_auto_measures_candidates_and_keeps_the_best(eurosat_like: Path, tmp_pat
     assert 0.0 <= res["reference_cv"][0] <= 1.0
     assert res["beats_reference"] == (res["best"].cv_accuracy > res["reference_cv"][0])
     assert (out / "card.json").exists() and (out / "weights.safetensors").exists()
+
+
+def test_auto_below_its_minimum_keeps_the_rankings_first_choice_without_measuring(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eotransfer.evaluation import advise as adv
+
+    calls: list[str | None] = []
+
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+        calls.append(None if rec is None else rec.strategy)
+        return (
+            [0.5, 0.5, 0.5] if rec is None else {"zero-shot": [0.0], "finetune": [0.6] * 3}.get(rec.strategy, [0.9] * 3)
+        )
+
+    monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    recs = [
+        adv.Recommendation("zero-shot", {}, "", 9.0),  # not measurable: skipped, never kept
+        adv.Recommendation("finetune", {}, "", 8.2),
+        adv.Recommendation("feature-extraction", {}, "", 8.0),
+    ]
+    defer = AdviseConfig(top=2, auto_min_samples=100)
+    res = adv.measure_candidates([0] * 99, recs, defer)  # 99 < 100: the ranking decides
+    assert res["best"].strategy == "finetune" and not res["cross_validated"] and calls == []
+    assert res["reference_cv"] is None and res["best_measured"] is None and res["beats_reference"] is None
+    assert all(r.cv_accuracy is None for r in recs)
+    res = adv.measure_candidates([0] * 100, recs, defer)  # at the minimum: measured, 0.9 beyond noise
+    assert res["cross_validated"] and res["best"].strategy == "feature-extraction"
+    assert calls == [None, "finetune", "feature-extraction"]
+    assert adv.measure_candidates([0] * 10, recs, AdviseConfig(top=2))["cross_validated"]  # the default: always
+    with pytest.raises(ConfigError, match="no candidate can be trained on the labelled data alone"):
+        adv.measure_candidates([0] * 10, recs[:1], defer)
 
 
 def test_one_standard_error_rule_keeps_the_ranking_unless_a_candidate_beats_it_beyond_noise(
@@ -166,6 +199,7 @@ def test_one_standard_error_rule_keeps_the_ranking_unless_a_candidate_beats_it_b
     ]
     many = [0] * 3000  # 3,000 held-out predictions: the binomial standard error (0.008) is below the folds'
     res = adv.measure_candidates(many, recs, AdviseConfig(top=2))
+    assert res["cross_validated"]
     se = np.std(folds["feature-extraction"], ddof=1) / np.sqrt(3)  # 0.029: 0.70 lies below 0.75 - se
     assert res["best_measured"].strategy == "feature-extraction" and 0.75 - se > 0.70
     assert res["best"].strategy == "feature-extraction"
@@ -244,8 +278,13 @@ def test_inspect_a_raster_with_labelled_polygons() -> None:
     assert "crop (4), developed (1), tree (1), water (4)" in warning and "zero-shot" in warning
     assert cautions(facts(k=5)) == []
     (auto_warning,) = cautions(facts(k=20), auto=True)  # measured: --auto's folds are too small below 100 samples
-    assert "--auto with 60 labelled samples" in auto_warning and "in 3 of 6 settings" in auto_warning
+    assert "--auto with 60 labelled samples: its cross-validation folds" in auto_warning
+    assert "in 4 and 3 of 8 settings" in auto_warning and "--auto-min-samples 100" in auto_warning
     assert cautions(facts(k=34), auto=True) == [] and cautions(facts(k=20)) == []  # 102 samples; no --auto
+    (deferred,) = cautions(facts(k=20), auto=True, auto_min_samples=100)
+    assert (
+        "keeps the ranking's first choice without cross-validating" in deferred and "--auto-min-samples 0" in deferred
+    )
     # measured on the east -> west EuroSAT grid: on new regions with few labels the reference can win
     (regions,) = cautions(facts(k=11, new_regions=True))
     assert "new regions with 11 labels per class" in regions and "0.480 vs. 0.445" in regions

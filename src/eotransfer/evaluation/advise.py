@@ -38,6 +38,9 @@ PAD_SHIFT = 1.0
 #: pre-trained weights are not counted on when at least this share of the data's bands shares a first-layer
 #: kernel with another data band (a pre/post stack on single-date weights: the network sees only their sum)
 MAX_SHARED_KERNELS = 0.5
+#: below this many labelled samples, --auto's folds are too small to rank candidates reliably (measured, see
+#: :func:`cautions`): it warns, and ``--auto-min-samples`` can make it keep the ranking's first choice instead
+AUTO_MIN_SAMPLES = 100
 
 
 @dataclass
@@ -62,6 +65,14 @@ class AdviseConfig(DataOptions):
     folds: int = param(3, "cross-validation folds of --auto", 2, 20)
     one_se: bool = param(
         True, "--auto keeps the highest-ranked candidate within one standard error of the best CV accuracy"
+    )
+    auto_min_samples: int = param(
+        0,
+        "below this many labelled samples --auto keeps the ranking's first choice without cross-validating "
+        "(e.g. 100: folds of a few samples per class rank the candidates no better than the ranking does, "
+        "benchmarks/README.md); 0 always cross-validates",
+        0,
+        10**9,
     )
     seed: int = param(0, "random seed", 0, 2**31 - 1)
     out: str | None = param(None, "--auto: directory of the winning model")
@@ -401,22 +412,20 @@ def cv_measurable(rec: Recommendation | str) -> bool:
     return not any(rec.options.get(name) for name in NOT_CV_MEASURABLE_OPTIONS)
 
 
-#: below this many labelled samples, --auto's folds are too small to rank candidates (measured, see cautions)
-AUTO_MIN_SAMPLES = 100
-
-
-def cautions(facts: TaskFacts, min_per_class: int = 5, auto: bool = False) -> list[str]:
+def cautions(facts: TaskFacts, min_per_class: int = 5, auto: bool = False, auto_min_samples: int = 0) -> list[str]:
     """What makes any ranking unreliable: classes too small to train on, to score a model on, or to cross-validate.
 
     With ``new_regions`` and under 50 labels per class: the ranking's first choice held in one direction of
     the EuroSAT UTM-zone split only, and the band-statistics reference beat transfer in the other
     (benchmarks/README.md, "New regions").
 
-    With ``auto``: fewer than :data:`AUTO_MIN_SAMPLES` labelled samples.  Measured out of sample
-    (``benchmarks/advise_validation.py --auto``, benchmarks/README.md): with 10 to 50 labelled samples (5 or 20
-    per class), the pick of ``--auto`` was more than 2 points below the best strategy in all 6 grid settings at
-    first, and in 3 of 6 (by 5.3 to 6.1 points) with the binomial floor of the one-standard-error rule; with 97
-    to 1,585 (every label), it was within 1 point in all 4 both times.
+    With ``auto``: fewer than :data:`AUTO_MIN_SAMPLES` labelled samples (with fewer than ``auto_min_samples``,
+    ``--auto`` keeps the ranking's first choice instead of a cross-validated one, and says so).  Measured out
+    of sample (``benchmarks/advise_validation.py --auto``, benchmarks/README.md): with 10 to 50 labelled samples
+    (1 to 20 per class), the cross-validated pick missed the best strategy by more than 2 points in 4 of 8 grid
+    settings and the ranking's first choice in 3 of 8 (mean gaps 2.8 and 2.3 points, 3 seeds), but the ranking
+    lost on the one grid its rules were not read from (east -> west, 5.8 vs. 3.1 points); with 97 to 1,585
+    (every label), the cross-validated pick was within 1 point in all 4 grids.
     """
     out = []
     few = {c: n for c, n in facts.labels_per_class.items() if n < min_per_class}
@@ -438,12 +447,21 @@ def cautions(facts: TaskFacts, min_per_class: int = 5, auto: bool = False) -> li
             "reports it beside every strategy)"
         )
     n = sum(facts.labels_per_class.values())
-    if auto and n < AUTO_MIN_SAMPLES:
+    measured = (
+        "Measured on this project's grids with 10 to 50 labelled samples, the cross-validated pick and the "
+        "ranking's first choice missed the best strategy by more than 2 points in 4 and 3 of 8 settings"
+    )
+    if auto and n < auto_min_samples:
+        out.append(
+            f"--auto with {n} labelled samples keeps the ranking's first choice without cross-validating "
+            f"(--auto-min-samples {auto_min_samples}): folds of a handful of samples per class cannot tell the "
+            f"candidates apart. {measured}; pass --auto-min-samples 0 to cross-validate anyway"
+        )
+    elif auto and n < AUTO_MIN_SAMPLES:
         out.append(
             f"--auto with {n} labelled samples: its cross-validation folds hold a handful of samples per class, too "
-            "few to tell the candidates (or the transfer probe's two feature sets) apart. Measured on this project's "
-            "grids with 10 to 50 labelled samples, its pick fell 5 to 6 points below the best strategy in 3 of 6 "
-            "settings; the ranking's first choice is the better guide here"
+            f"few to tell the candidates (or the transfer probe's two feature sets) apart. {measured}; pass "
+            f"--auto-min-samples {AUTO_MIN_SAMPLES} to keep the ranking's first choice and save the measuring time"
         )
     return out
 
@@ -553,8 +571,14 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
 
     Each candidate's ``cv_accuracy``/``cv_ci95`` is set in place; returns ``reference_cv`` (mean, 95 % half-width
     of band statistics + logistic regression on the same folds), ``best_measured`` (the highest mean CV
-    accuracy), ``best`` (the kept candidate) and ``beats_reference``.  Within ``cfg.budget_minutes`` every
-    candidate gets at least one fold.  With ``cfg.one_se`` the kept candidate is the highest-ranked one whose CV
+    accuracy), ``best`` (the kept candidate), ``beats_reference`` and ``cross_validated``.  Within
+    ``cfg.budget_minutes`` every candidate gets at least one fold.
+
+    With fewer than ``cfg.auto_min_samples`` labelled samples nothing is measured: ``best`` is the ranking's
+    first measurable candidate, ``cross_validated`` is False and ``reference_cv``, ``best_measured`` and
+    ``beats_reference`` are None.  Cross-validation on so few samples underrates the strategies that gain most
+    from more labels (each fold trains on two thirds of them), and out of sample its picks fell 5-6 points below
+    the best strategy where the ranking's did not (benchmarks/README.md, "``advise --auto``, out of sample").  With ``cfg.one_se`` the kept candidate is the highest-ranked one whose CV
     accuracy lies within one standard error (over folds) of the best measured: the one-standard-error rule
     (Hastie, Tibshirani & Friedman 2009, "The Elements of Statistical Learning", §7.10), so that with a few
     labels per class, where folds of a handful of samples differ by chance, the ranking's prior is not
@@ -569,6 +593,11 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
 
     deadline = time.time() + cfg.budget_minutes * 60
     measurable = [r for r in recs if cv_measurable(r)]
+    if len(ds) < cfg.auto_min_samples:
+        if not measurable:
+            raise ConfigError("--auto: no candidate can be trained on the labelled data alone; see the ranking")
+        return {"reference_cv": None, "best": measurable[0], "best_measured": None, "beats_reference": None,
+                "cross_validated": False}  # fmt: skip
     ref_accs = cross_validate(ds, None, cfg, deadline)
     ref = mean_ci95(ref_accs)
     scored: list[tuple[Recommendation, list[float]]] = []  # (candidate, its fold accuracies), rank order
@@ -589,7 +618,7 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     if cfg.one_se:
         best = next(r for r, _ in scored if (r.cv_accuracy or 0.0) >= (top.cv_accuracy or 0.0) - top_se)
     return {"reference_cv": ref, "best": best, "best_measured": top,
-            "beats_reference": (best.cv_accuracy or 0.0) > ref[0]}  # fmt: skip
+            "beats_reference": (best.cv_accuracy or 0.0) > ref[0], "cross_validated": True}  # fmt: skip
 
 
 def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
@@ -604,7 +633,7 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
     result: dict[str, Any] = {
         "facts": dataclasses.asdict(facts),
         "ranking": recs,
-        "warnings": cautions(facts, auto=cfg.auto),
+        "warnings": cautions(facts, auto=cfg.auto, auto_min_samples=cfg.auto_min_samples),
     }
     if cfg.auto:
         result.update(measure_candidates(ds, recs, cfg))
@@ -620,7 +649,11 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
         for line in result["warnings"]:
             print(f"warning: {line}")
         print(ranking_table(recs))
-        if cfg.auto:
+        if cfg.auto and not result["cross_validated"]:
+            print(f"\nkept: {result['best'].strategy}, the ranking's first candidate (not cross-validated: "
+                  f"{facts.n_samples} labelled samples, under --auto-min-samples {cfg.auto_min_samples})"
+                  + (f"; model written to {cfg.out}" if cfg.out else ""))  # fmt: skip
+        elif cfg.auto:
             m, h = result["reference_cv"]
             print(f"\nband statistics + logistic regression (reference), same folds: {m:.3f} ± {h:.3f}")
             b, top = result["best"], result["best_measured"]
