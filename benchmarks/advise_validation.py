@@ -242,11 +242,15 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
                 means[key] = float(np.mean(vals))  # type: ignore[arg-type]
         best_key = max(means, key=lambda key: means[key])
         mean_got = float(np.mean(got))
+        # the band-statistics reference on the same seeds: a pick below it has not earned its transfer
+        ref = {int(r["seed"]): float(r["accuracy"]) for r in read_table(table)
+               if r["k"] == k and r["strategy"] == "band-stats+LR"}  # fmt: skip
+        ref_mean = float(np.mean([ref[s] for s in seeds])) if all(s in ref for s in seeds) else None
         out.append({
             "k": k, "seeds": seeds, "picks": [f"{a} ({b})" for a, b in picks], "advisor_accuracy": mean_got,
             "best": f"{best_key[0]} ({best_key[1]})", "best_accuracy": means[best_key],
             "gap_points": None if np.isnan(mean_got) else round(100 * (means[best_key] - mean_got), 1),
-            "per_seed": lines,
+            "reference_accuracy": ref_mean, "per_seed": lines,
         })  # fmt: skip
     mode = "auto" if measure else "ranking"
     meta = {"data": config, "table": str(table), "mode": mode, "budget_minutes": budget_minutes, "top": top,
@@ -264,12 +268,15 @@ def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) ->
             "inspection and transfer probe on each cell's training side only")  # fmt: skip
         lines += [f"**{meta['data']}** — table `{meta['table']}`; {how}", "",
                   f"| labels/class | seeds | {'advise --auto' if auto else 'first choice'}'s picks (one per seed) | their test accuracy (mean) | "
-                  "best strategy on the same seeds | best | gap (points) | within 2 |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "best strategy on the same seeds | best | gap (points) | within 2 | band stats + LR (reference) |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in rows:
             ok = "—" if r["gap_points"] is None else ("yes" if r["gap_points"] <= 2 else "**no**")
+            ref = r.get("reference_accuracy")
+            beaten = "" if ref is None or r["advisor_accuracy"] > ref else " (**above the pick**)"
             lines.append(f"| {r['k']} | {len(r['seeds'])} | {'; '.join(r['picks'])} | {r['advisor_accuracy']:.3f} | "
-                         f"{r['best']} | {r['best_accuracy']:.3f} | {r['gap_points']} | {ok} |")  # fmt: skip
+                         f"{r['best']} | {r['best_accuracy']:.3f} | {r['gap_points']} | {ok} | "
+                         f"{'—' if ref is None else f'{ref:.3f}'}{beaten} |")  # fmt: skip
         lines.append("")
         for r in rows:
             lines += [f"- k={r['k']}: " + " / ".join(r["per_seed"])]

@@ -15,6 +15,7 @@ by a random per-tile 13-band offset (seed 0), so the class map varies from tile 
 
     .venv/bin/python benchmarks/large_raster.py [--sizes 2500,5000,20000] [--patch 32] [--overlap 0]
         [--batch-size 256] [--block-size 512] [--threads 2] [--accelerator cpu|cuda|auto] [--network-windows N]
+        [--read-ahead N] [--compress none|deflate|zstd]
         [--workdir /tmp/eot-large-raster] [--out benchmarks/results/large_raster_cpu]
 """
 
@@ -43,8 +44,11 @@ MODELS = {
 }
 
 
-def generate(path: Path, size: int, seed: int = 0) -> float:
-    """Write the S×S×13 uint16 raster (uncompressed, 512 px tiles) block by block; return seconds."""
+def generate(path: Path, size: int, seed: int = 0, compress: str = "none") -> float:
+    """Write the S×S×13 uint16 raster (512 px tiles; ``compress``: none, deflate or zstd) block by block.
+
+    Returns seconds.  Compressed inputs use the horizontal predictor, as Sentinel-2 COGs do.
+    """
     import rasterio
     from affine import Affine
 
@@ -57,6 +61,8 @@ def generate(path: Path, size: int, seed: int = 0) -> float:
         "crs": "EPSG:32633", "transform": Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 5_000_000.0),
         "tiled": True, "blockxsize": TILE, "blockysize": TILE, "interleave": "pixel", "BIGTIFF": "YES",
     }  # fmt: skip
+    if compress != "none":
+        profile.update(compress=compress, predictor=2)
     from rasterio.windows import Window
 
     with rasterio.Env(GDAL_CACHEMAX=256), rasterio.open(path, "w", **profile) as dst:
@@ -131,6 +137,7 @@ def child(args: argparse.Namespace) -> None:
     summary = predict_raster(
         args.child[0], predictor, args.child[1], classes,
         args.patch, overlap=args.overlap, batch_size=args.batch_size, block_size=args.block_size, progress=False,
+        **({} if args.read_ahead is None else {"read_ahead": args.read_ahead}),
     )  # fmt: skip
     wall = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -172,13 +179,15 @@ def write_results(args: argparse.Namespace, out: Path, rows: list[dict[str, Any]
         "python": platform.python_version(), "seed": 0, "model": MODELS[args.predictor],
         "load_average_at_start": args.load_at_start, "accelerator": "cuda" if gpu else "cpu", "patch": args.patch, "overlap": args.overlap, "batch_size": args.batch_size,
         "block_size": args.block_size, "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M"),
+        "read_ahead": args.read_ahead, "input_compress": args.compress,
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [
         f"# Large-raster prediction, {'GPU' if gpu else 'CPU'}", "", f"`{meta['command']}`", "",
         f"{meta['hardware']}; {meta['model']}; {args.patch} px windows, overlap {args.overlap}, "
-        f"batches of {args.batch_size}, {args.block_size} px blocks, {args.threads} torch threads; input: "
-        "13-band uint16 tiled GeoTIFF (generated, seed 0, deleted afterwards); output: COG, class + 10 "
+        f"batches of {args.batch_size}, {args.block_size} px blocks, {args.threads} torch threads, read-ahead "
+        f"{'default' if args.read_ahead is None else args.read_ahead}; input: 13-band uint16 tiled GeoTIFF "
+        f"({args.compress}; generated, seed 0, deleted afterwards); output: COG, class + 10 "
         "probability bands (uint8 percent) with overviews.", "",
         f"Load average when it started: {meta['load_average_at_start']} (where cores are shared, wall times "
         "are inflated by other work; pixels per CPU-second is the steadier figure).", "",
@@ -215,6 +224,10 @@ def main() -> None:
     p.add_argument("--accelerator", default="cpu", help="where the network runs: cpu | cuda | auto")
     p.add_argument("--network-windows", type=int, default=0,
                    help="also time the predictor alone on this many in-memory windows (0: skip)")  # fmt: skip
+    p.add_argument("--read-ahead", type=int, default=None,
+                   help="blocks read ahead on a background thread (default: predict_raster's)")  # fmt: skip
+    p.add_argument("--compress", choices=("none", "deflate", "zstd"), default="none",
+                   help="compression of the generated input raster")  # fmt: skip
     p.add_argument("--workdir", default="/tmp/eot-large-raster")
     p.add_argument("--out", default="benchmarks/results/large_raster_cpu")
     p.add_argument("--child", nargs=2, metavar=("RASTER", "OUT"), help=argparse.SUPPRESS)
@@ -236,12 +249,14 @@ def main() -> None:
             continue
         raster, result = work / f"raster_{size}.tif", work / f"classes_{size}.tif"
         try:
-            gen_s = generate(raster, size)
+            gen_s = generate(raster, size, compress=args.compress)
             print(f"{size}²: generated {raster.stat().st_size / 2**30:.2f} GiB in {gen_s:.0f} s", flush=True)
             cmd = [sys.executable, __file__, "--child", str(raster), str(result), "--patch", str(args.patch),
                    "--overlap", str(args.overlap), "--predictor", args.predictor, "--batch-size", str(args.batch_size),
                    "--block-size", str(args.block_size), "--threads", str(args.threads),
                    "--accelerator", args.accelerator, "--network-windows", str(args.network_windows)]  # fmt: skip
+            if args.read_ahead is not None:
+                cmd += ["--read-ahead", str(args.read_ahead)]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             row["generate_s"] = round(gen_s, 1)

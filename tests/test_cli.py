@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from rasterio.transform import from_origin
 
 from eotransfer.cli import main, run
@@ -97,6 +98,13 @@ def test_yaml_config_with_override_then_evaluate_and_predict(
         classes = src.read(1)
     assert classes.max() < 3
     assert (tmp_path / "map.png").is_file()
+    ahead = tmp_path / "map_ahead.tif"  # reading ahead on a thread changes the speed, never the map
+    assert run(["predict", str(out), str(raster), "--out", str(ahead), "--no-progress", "--read-ahead", "3"]) == 0
+    with rasterio.open(class_map) as a, rasterio.open(ahead) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    from eotransfer.api import default_read_ahead
+
+    assert default_read_ahead(torch.device("cpu")) == 0 and default_read_ahead(torch.device("cuda", 0)) == 2
 
 
 def test_predict_raster_with_unmappable_band_count(

@@ -364,6 +364,16 @@ def _check_classes_and_bands(model_classes: list[str], model_bands: list[str], d
         )
 
 
+def default_read_ahead(device: Any) -> int:
+    """Blocks a raster prediction reads ahead on a background thread: 2 when the network runs on a GPU, else 0.
+
+    Reading ahead pays when the predicting thread leaves a core idle: on 2 CPU cores it cut the predict stage of
+    a network-free predictor by 5-30 %, but slowed a CPU network that uses every core by 15 %
+    (benchmarks/README.md, "the CPU side of the pipeline").
+    """
+    return 2 if getattr(device, "type", str(device)) == "cuda" else 0
+
+
 def predict(model_dir: str | Path, source: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
     """Predict a raster (GeoTIFF → class map + PNG preview) or a folder of patches (→ CSV of probabilities)."""
     from eotransfer.card import atomic_write_text, load_model
@@ -397,6 +407,7 @@ def predict(model_dir: str | Path, source: str | Path, out: str | Path, **option
             batch_size=batch_size,
             preview_png=Path(out).with_suffix(".png"), progress=bool(options.get("progress", True)), nodata=nodata,
             expected_crs=(saved.card.get("data") or {}).get("crs"), crs_policy=options.get("crs_policy") or "refuse",
+            read_ahead=default_read_ahead(saved.device) if options.get("read_ahead") is None else options["read_ahead"],
         )  # fmt: skip
     flat = src.is_dir() and not any(d.is_dir() for d in src.iterdir())
     ds = open_dataset(

@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--task", help="a progressive model's task to predict (default: its newest)")
     pr.add_argument("--accelerator", default="auto", help="cpu | cuda | auto (CUDA when torch sees one)")
     pr.add_argument("--batch-size", type=int, default=64, help="windows (or patches) per forward pass")
+    pr.add_argument(
+        "--read-ahead", type=int, default=None,
+        help="raster blocks read and decoded ahead on a background thread (default: 2 when the network runs on a "
+        "GPU, 0 on the CPU, where the network uses every core)",
+    )  # fmt: skip
 
     fs = sub.add_parser("predict-fewshot", help="classify patches by the nearest prototype of a new support set")
     fs.add_argument("model", help="model directory (its backbone embeds support and input)")
@@ -260,7 +265,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         args.model, args.input, args.out, raster_bands=args.raster_bands, scale=args.scale, offset=args.offset,
         match_statistics=args.match_statistics, overlap=args.overlap, progress=not args.no_progress,
         nodata_value=args.nodata_value, crs_policy=args.crs_policy, buildings=args.buildings, task=args.task,
-        accelerator=args.accelerator, batch_size=args.batch_size,
+        accelerator=args.accelerator, batch_size=args.batch_size, read_ahead=args.read_ahead,
     )  # fmt: skip
     print(json.dumps(summary, indent=1, default=str))
     return 0

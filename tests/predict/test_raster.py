@@ -417,3 +417,127 @@ def test_full_disk_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pyt
         predict_raster(raster, FakePredictor(), out, CLASSES, 16, preview_png=png, progress=False)
     assert out.read_bytes() == b"previous result"
     assert [p.name for p in out_dir.iterdir()] == ["classes.tif"]
+
+
+def test_blend_equals_the_weighted_mean_of_the_covering_windows() -> None:
+    """The separable matrix-product blend against its definition, pixel by pixel: sum(w p) / sum(w)."""
+    refl = reflectance(37, 45)
+    refl[:, :20, :18] = np.nan  # windows entirely in here are skipped: they contribute no weight
+    patch, overlap = 8, 0.5
+    pred = FakePredictor()
+    got = predict_array(refl, pred, patch_size=patch, overlap=overlap, batch_size=16)
+    tiling = _Tiling.build(37, 45, patch, overlap)
+    acc = np.zeros((3, 37, 45))
+    wsum = np.zeros((37, 45))
+    for r in tiling.row_starts:
+        for c in tiling.col_starts:
+            window = refl[:, r : r + patch, c : c + patch]
+            if np.isnan(window).all():
+                continue
+            p = FakePredictor()(window[None])[0].astype(np.float64)
+            acc[:, r : r + patch, c : c + patch] += p[:, None, None] * tiling.weight
+            wsum[r : r + patch, c : c + patch] += tiling.weight
+    empty = np.isnan(refl).all(axis=0)
+    assert (wsum[~empty] > 0).all()
+    np.testing.assert_allclose(got[:, ~empty], (acc / np.where(wsum > 0, wsum, 1))[:, ~empty], atol=2e-6)
+    assert np.isnan(got[:, empty]).all()
+    n_skipped = sum(
+        1 for r in tiling.row_starts for c in tiling.col_starts if np.isnan(refl[:, r : r + 8, c : c + 8]).all()
+    )
+    assert pred.n_windows == tiling.n_windows - n_skipped and n_skipped > 0
+
+
+def test_read_ahead_changes_nothing_but_the_thread_that_reads(tmp_path: Path) -> None:
+    refl = reflectance()
+    mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    mask[:40, :50] = True
+    raster = write_raster(tmp_path / "scene.tif", refl, mask)
+    outs = []
+    for depth in (0, 1, 3):
+        out = tmp_path / f"classes_{depth}.tif"
+        pred = FakePredictor()
+        summary = predict_raster(
+            raster, pred, out, CLASSES, patch_size=16, overlap=0.5, block_size=40, scale=SCALE, offset=OFFSET,
+            progress=False, read_ahead=depth,
+        )  # fmt: skip
+        outs.append((read_out(out)[0], summary["n_windows"], summary["n_skipped_windows"]))
+    for data, n, skipped in outs[1:]:
+        np.testing.assert_array_equal(data, outs[0][0])
+        assert (n, skipped) == outs[0][1:]
+    with pytest.raises(ConfigError, match="read_ahead must be a non-negative integer"):
+        predict_raster(raster, FakePredictor(), tmp_path / "x.tif", CLASSES, patch_size=16, read_ahead=-1)
+
+
+def test_read_ahead_keeps_order_bounds_reads_in_flight_and_raises_at_the_failing_rect() -> None:
+    import threading
+
+    from eotransfer.predict.raster import _Pixels, _read_ahead
+
+    rects = [(i, i + 1, 0, 1) for i in range(8)]
+    started: list[int] = []
+    threads: set[str] = set()
+    consumed = [0]
+
+    def read(rect: tuple[int, int, int, int]) -> _Pixels:
+        started.append(rect[0])
+        threads.add(threading.current_thread().name)
+        assert rect[0] <= consumed[0] + 2  # depth 2: at most two reads ahead of the block being used
+        if rect[0] == 5:
+            raise DataError("scene.tif: cannot read pixels 5:6")
+        return _Pixels.of(rect, np.full((1, 1, 1), float(rect[0]), dtype=np.float32))
+
+    got = []
+    with pytest.raises(DataError, match="cannot read pixels 5:6"):
+        for pixels in _read_ahead(read, rects, depth=2):
+            got.append(pixels.data.item())
+            consumed[0] += 1
+    assert got == [0.0, 1.0, 2.0, 3.0, 4.0]  # in order, and everything before the failing one
+    assert started[:6] == [0, 1, 2, 3, 4, 5]
+    assert len(threads) == 1 and threading.current_thread().name not in threads
+    threads.clear()
+    assert [p.data.item() for p in _read_ahead(read, rects[:5], depth=0)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert threads == {threading.current_thread().name}  # depth 0 reads in the caller's thread
+
+
+def test_closing_the_read_ahead_waits_for_the_running_read_and_cancels_the_rest() -> None:
+    """The source is closed after the generator: no read may outlive it (a GDAL read of a closed dataset crashes)."""
+    import time
+    from contextlib import closing
+
+    from eotransfer.predict.raster import _Pixels, _read_ahead
+
+    running, done = [0], []
+
+    def slow_read(rect: tuple[int, int, int, int]) -> _Pixels:
+        running[0] += 1
+        time.sleep(0.05)
+        running[0] -= 1
+        done.append(rect[0])
+        return _Pixels.of(rect, np.zeros((1, 1, 1), dtype=np.float32))
+
+    reads = closing(_read_ahead(slow_read, [(i, i + 1, 0, 1) for i in range(20)], depth=3))
+    with pytest.raises(RuntimeError, match="model exploded"), reads as inputs:
+        for _ in inputs:
+            raise RuntimeError("model exploded")  # the consumer fails on the first block
+    assert running[0] == 0  # nothing still reading once closed
+    assert len(done) <= 5  # the first, at most the three ahead and one started: the rest were cancelled
+
+
+@pytest.mark.parametrize(("patch", "overlap", "block"), [(16, 0.5, 8), (16, 0.75, 24), (12, 0.25, 40), (16, 0.0, 16)])
+def test_each_block_reads_only_what_its_new_windows_need_and_still_equals_the_whole_image(
+    tmp_path: Path, patch: int, overlap: float, block: int
+) -> None:
+    """Blocks smaller or larger than a window, strides that do not divide them: windows starting above or left
+    of a block were cached with an earlier block, so its read starts at its own corner (or the crop fails)."""
+    refl = reflectance(70, 90)
+    raster = write_raster(tmp_path / "scene.tif", refl)
+    out = tmp_path / "classes.tif"
+    pred = FakePredictor()
+    summary = predict_raster(
+        raster, pred, out, CLASSES, patch_size=patch, overlap=overlap, block_size=block, scale=SCALE,
+        offset=OFFSET, progress=False, read_ahead=1,
+    )  # fmt: skip
+    data, _ = read_out(out)
+    ref = predict_array(dn_as_reflectance(refl), FakePredictor(), patch_size=patch, overlap=overlap)
+    assert np.abs(data[1:].astype(np.float64) / 100.0 - ref).max() <= 0.005 + 1e-4
+    assert summary["n_windows"] == pred.n_windows == _Tiling.build(70, 90, patch, overlap).n_windows

@@ -9,7 +9,8 @@ window, and every pixel receives ``sum(w·p) / sum(w)`` over the windows that co
 :func:`predict_raster` produces its output block by block: for each ``block_size`` block it reads
 only the input pixels under the windows that touch the block, predicts the windows not predicted
 yet (each window's K-vector is kept while its row of windows can still touch a later block, so no
-window goes to the predictor twice), blends them into the block and writes the block.  Peak memory
+window goes to the predictor twice), blends them into the block and writes the block.  The next blocks'
+input is read and decoded on a background thread meanwhile (``read_ahead``).  Peak memory
 thus depends on ``block_size``, ``patch_size`` and ``batch_size``, not on the raster's size (the
 probability cache holds K floats per window of one block row).  :func:`predict_array` runs the very
 same window, weight and blending code on an in-memory array.
@@ -25,8 +26,10 @@ import numbers
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +58,30 @@ PREVIEW_MAX_SIDE = 1024
 
 _Key = tuple[int, int]  # (row, col) of a window's top-left pixel
 _Rect = tuple[int, int, int, int]  # row0, row1, col0, col1 (half-open)
-_Reader = Callable[[_Rect], np.ndarray]  # rect -> float32 C×h×w with NaN for nodata
+
+
+@dataclass(frozen=True)
+class _Pixels:
+    """A rectangle of model input: float32 C×h×w pixels (NaN = nodata) and where every band is nodata."""
+
+    rect: _Rect
+    data: np.ndarray
+    empty: np.ndarray  # h×w bool: NaN in every band
+
+    @classmethod
+    def of(cls, rect: _Rect, data: np.ndarray) -> _Pixels:
+        return cls(rect, data, np.isnan(data).all(axis=0))
+
+    def crop(self, rect: _Rect) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels and the empty mask of ``rect``, which must lie inside this rectangle."""
+        r0, r1, c0, c1 = self.rect
+        if not (r0 <= rect[0] <= rect[1] <= r1 and c0 <= rect[2] <= rect[3] <= c1):
+            raise AssertionError(f"rectangle {rect} is not inside the pixels read, {self.rect}")
+        rows, cols = slice(rect[0] - r0, rect[1] - r0), slice(rect[2] - c0, rect[3] - c0)
+        return self.data[:, rows, cols], self.empty[rows, cols]
+
+
+_Reader = Callable[[_Rect], _Pixels]  # rect -> its pixels (NaN for nodata)
 
 
 # --------------------------------------------------------------------------- windows and blending
@@ -79,17 +105,17 @@ class _Tiling:
     stride: int
     row_starts: np.ndarray
     col_starts: np.ndarray
-    weight: np.ndarray  # patch×patch float32, > 0 everywhere
+    ramp: np.ndarray  # patch float32 in (0, 1]: the weight along one axis
+    weight: np.ndarray  # patch×patch float32, > 0 everywhere: outer(ramp, ramp)
 
     @classmethod
     def build(cls, height: int, width: int, patch: int, overlap: float) -> _Tiling:
         stride = max(1, round(patch * (1.0 - overlap)))
         # Triangular ramp sampled at pixel centres: in (0, 1], highest at the centre.
-        ramp = 1.0 - np.abs((np.arange(patch) + 0.5) * (2.0 / patch) - 1.0)
-        weight = np.outer(ramp, ramp).astype(np.float32)
+        ramp = (1.0 - np.abs((np.arange(patch) + 0.5) * (2.0 / patch) - 1.0)).astype(np.float32)
         return cls(
             height, width, patch, stride,
-            _starts(height, patch, stride), _starts(width, patch, stride), weight,
+            _starts(height, patch, stride), _starts(width, patch, stride), ramp, np.outer(ramp, ramp),
         )  # fmt: skip
 
     @property
@@ -140,58 +166,73 @@ def _call_predictor(run: _Run, batch: np.ndarray) -> np.ndarray:
     return probs
 
 
-def _predict_new(tiling: _Tiling, read: _Reader, keys: list[_Key], run: _Run) -> None:
+def _predict_new(tiling: _Tiling, pixels: _Pixels, keys: list[_Key], run: _Run) -> None:
     """Predict the windows of ``keys`` not in the cache yet (all-nodata windows are skipped)."""
     todo = [k for k in keys if k not in run.cache]
     if not todo:
         return
     p = tiling.patch
     r0, c0 = min(r for r, _ in todo), min(c for _, c in todo)
-    region = read((r0, max(r for r, _ in todo) + p, c0, max(c for _, c in todo) + p))
-
-    def patch_of(key: _Key) -> np.ndarray:
-        return region[:, key[0] - r0 : key[0] - r0 + p, key[1] - c0 : key[1] - c0 + p]
-
+    region, empty = pixels.crop((r0, max(r for r, _ in todo) + p, c0, max(c for _, c in todo) + p))
+    # valid pixels under each window from a summed-area table of the valid mask: four lookups per window
+    table = np.zeros((empty.shape[0] + 1, empty.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(~empty, axis=0), axis=1, out=table[1:, 1:])
+    rs = np.fromiter((r - r0 for r, _ in todo), dtype=np.int64, count=len(todo))
+    cs = np.fromiter((c - c0 for _, c in todo), dtype=np.int64, count=len(todo))
+    n_valid = table[rs + p, cs + p] - table[rs, cs + p] - table[rs + p, cs] + table[rs, cs]
     valid: list[_Key] = []
-    for key in todo:
-        if np.isnan(patch_of(key)).all():
+    for key, n in zip(todo, n_valid.tolist(), strict=True):
+        if n == 0:
             run.cache[key] = None
             run.n_skipped += 1
         else:
             valid.append(key)
     for i in range(0, len(valid), run.batch_size):
         chunk = valid[i : i + run.batch_size]
-        probs = _call_predictor(run, np.stack([patch_of(k) for k in chunk]))
+        batch = np.stack([region[:, r - r0 : r - r0 + p, c - c0 : c - c0 + p] for r, c in chunk])
+        probs = _call_predictor(run, batch)
         for key, vec in zip(chunk, probs, strict=True):
             run.cache[key] = vec
         run.n_predicted += len(chunk)
 
 
-def _blend_block(tiling: _Tiling, read: _Reader, rect: _Rect, run: _Run) -> np.ndarray | None:
+def _ramps(starts: np.ndarray, first: int, length: int, ramp: np.ndarray) -> np.ndarray:
+    """len(starts)×length matrix: the blending ramp of the window starting at each of ``starts``, sampled at
+    pixels ``first .. first + length - 1`` (0 outside the window)."""
+    d = np.arange(first, first + length)[None, :] - starts[:, None]
+    inside = (d >= 0) & (d < len(ramp))
+    return np.where(inside, ramp[np.clip(d, 0, len(ramp) - 1)], 0.0).astype(np.float32)
+
+
+def _blend_block(tiling: _Tiling, pixels: _Pixels, rect: _Rect, run: _Run) -> np.ndarray | None:
     """Blended K×h×w float32 probabilities of ``rect`` (NaN where the input has no data).
+
+    The weight is separable (``outer(ramp, ramp)``), so the blend of the block's R×C windows is two matrix
+    products per class: ``Wr.T @ P_k @ Wc`` with ``P_k`` the R×C grid of the windows' class-k probabilities
+    (0 for skipped windows) and ``Wr``, ``Wc`` each window row's and column's ramp over the block's rows
+    and columns; the weight sum is the same with the 0/1 grid of predicted windows.
 
     None when no window has been predicted yet and the number of classes is therefore unknown
     (only possible when ``run.n_classes`` was not given and everything so far was nodata).
     """
     rows, cols = tiling.touching(rect)
-    _predict_new(tiling, read, [(int(r), int(c)) for r in rows for c in cols], run)
+    _predict_new(tiling, pixels, [(int(r), int(c)) for r in rows for c in cols], run)
     if run.n_classes is None:
         return None
     row0, row1, col0, col1 = rect
-    p = tiling.patch
-    acc = np.zeros((run.n_classes, row1 - row0, col1 - col0), dtype=np.float32)
-    wsum = np.zeros((row1 - row0, col1 - col0), dtype=np.float32)
-    for r in rows:
-        a0, a1 = max(int(r), row0), min(int(r) + p, row1)
-        for c in cols:
-            vec = run.cache[(int(r), int(c))]
-            if vec is None:
-                continue
-            b0, b1 = max(int(c), col0), min(int(c) + p, col1)
-            w = tiling.weight[a0 - r : a1 - r, b0 - c : b1 - c]
-            acc[:, a0 - row0 : a1 - row0, b0 - col0 : b1 - col0] += vec[:, None, None] * w
-            wsum[a0 - row0 : a1 - row0, b0 - col0 : b1 - col0] += w
-    nodata = np.isnan(read(rect)).all(axis=0) | (wsum <= 0)
+    grid = np.zeros((run.n_classes, len(rows), len(cols)), dtype=np.float32)
+    predicted = np.zeros((len(rows), len(cols)), dtype=np.float32)
+    for i, r in enumerate(rows.tolist()):
+        for j, c in enumerate(cols.tolist()):
+            vec = run.cache[(r, c)]
+            if vec is not None:
+                grid[:, i, j] = vec
+                predicted[i, j] = 1.0
+    w_rows = _ramps(rows, row0, row1 - row0, tiling.ramp)
+    w_cols = _ramps(cols, col0, col1 - col0, tiling.ramp)
+    acc = w_rows.T @ (grid @ w_cols)
+    wsum = w_rows.T @ (predicted @ w_cols)
+    nodata = pixels.crop(rect)[1] | (wsum <= 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         probs = acc / wsum
     probs[:, nodata] = np.nan
@@ -234,12 +275,9 @@ def predict_array(
             "use a smaller patch_size or a larger image"
         )
     tiling = _Tiling.build(height, width, patch_size, overlap)
-
-    def read(rect: _Rect) -> np.ndarray:
-        return arr[:, rect[0] : rect[1], rect[2] : rect[3]]
-
     run = _Run(predictor, batch_size, n_classes=None)
-    probs = _blend_block(tiling, read, (0, height, 0, width), run)
+    whole = (0, height, 0, width)
+    probs = _blend_block(tiling, _Pixels.of(whole, arr), whole, run)
     if probs is None:
         raise DataError("image: every pixel is NaN (nodata) in every band; there is nothing to predict")
     return probs
@@ -367,16 +405,9 @@ def _band_indexes(raster: Path, count: int, band_indices: Sequence[int] | None) 
 def _raster_reader(
     src: Any, raster: Path, indexes: list[int], scale: np.ndarray, offset: np.ndarray, nodata: float | None = None
 ) -> _Reader:
-    """Read a rectangle of ``indexes`` as float32, nodata/masked → NaN, then ``* scale + offset`` (per band).
+    """Read a rectangle of ``indexes`` as float32, nodata/masked → NaN, then ``* scale + offset`` (per band)."""
 
-    The last rectangle is kept (read-only): a block's windows and its nodata mask usually ask for the same
-    one, which is then read and decoded once.
-    """
-    last: dict[_Rect, np.ndarray] = {}
-
-    def read(rect: _Rect) -> np.ndarray:
-        if rect in last:
-            return last[rect]
+    def read(rect: _Rect) -> _Pixels:
         row0, row1, col0, col1 = rect
         try:
             data = src.read(
@@ -390,34 +421,82 @@ def _raster_reader(
         pixels = np.ma.filled(data, np.nan).astype(np.float32, copy=False)
         if nodata is not None:
             pixels[pixels == np.float32(nodata)] = np.nan
-        out = pixels * scale + offset
-        out.flags.writeable = False
-        last.clear()
-        last[rect] = out
-        return out
+        return _Pixels.of(rect, pixels * scale + offset)
 
     return read
 
 
+def _extent(tiling: _Tiling, rect: _Rect) -> _Rect:
+    """The input rectangle a block needs: ``rect`` and the windows touching it that start in it or beyond.
+
+    Blocks go row by row, left to right, so a touching window that starts above ``rect`` also touched the
+    block above (same columns), and one that starts to its left the block to its left: both are predicted
+    and cached by then (:func:`_predict_blocks` keeps them).  Their pixels are not read again.
+    """
+    rows, cols = tiling.touching(rect)
+    p = tiling.patch
+    return rect[0], max(rect[1], int(rows[-1]) + p), rect[2], max(rect[3], int(cols[-1]) + p)
+
+
+def _read_ahead(read: _Reader, rects: Sequence[_Rect], depth: int) -> Generator[_Pixels, None, None]:
+    """``read(rect)`` for each of ``rects`` in order, with up to ``depth`` reads running ahead on one thread.
+
+    GDAL decodes (and the reader scales) the next blocks while the caller predicts and writes the current
+    one; rasterio releases the GIL while GDAL reads, and the source is only ever touched by that one thread
+    (a GDAL dataset must not be used by two threads at once).  ``depth`` 0 reads in the caller's thread.
+    A reader's error is raised when its rectangle is reached.  Close the generator (``contextlib.closing``)
+    before closing the source: closing cancels the reads not started and waits for the one running.
+    """
+    if depth <= 0:
+        yield from (read(rect) for rect in rects)
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eotransfer-read")
+    try:
+        pending: deque[Future[_Pixels]] = deque()
+        todo = iter(rects)
+        for rect in todo:
+            pending.append(pool.submit(read, rect))
+            if len(pending) > depth:
+                break
+        while pending:
+            pixels = pending.popleft().result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(read, nxt))
+            yield pixels
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _predict_blocks(
     tiling: _Tiling, read: _Reader, run: _Run, writer: CogWriter, n_classes: int, block_size: int, desc: str,
-    progress: bool,
+    progress: bool, read_ahead: int = 0,
 ) -> np.ndarray:  # fmt: skip
-    """Predict and write every block of the output; return the per-class pixel counts."""
+    """Predict and write every block of the output; return the per-class pixel counts.
+
+    Each block's input is read once, as the rectangle under every window touching it (:func:`_extent`),
+    ``read_ahead`` blocks ahead of the one being predicted (:func:`_read_ahead`).
+    """
     height, width = tiling.height, tiling.width
-    blocks = [(r, c) for r in range(0, height, block_size) for c in range(0, width, block_size)]
+    rects = [
+        (r, min(r + block_size, height), c, min(c + block_size, width))
+        for r in range(0, height, block_size)
+        for c in range(0, width, block_size)
+    ]
     counts = np.zeros(n_classes, dtype=np.int64)
     current_row = -1
-    for row0, col0 in tqdm(blocks, desc=desc, unit="block", disable=not progress):
-        rect = (row0, min(row0 + block_size, height), col0, min(col0 + block_size, width))
-        if row0 != current_row:  # forget the windows that cannot touch this block row or a later one
-            current_row = row0
-            run.cache = {key: v for key, v in run.cache.items() if key[0] + tiling.patch > row0}
-        probs = _blend_block(tiling, read, rect, run)
-        assert probs is not None  # run.n_classes is known
-        out, block_counts = _encode_block(probs)
-        counts += block_counts
-        writer.write(out, row0, col0)
+    # closed here, whatever happens: no read may still be running once the caller closes the source
+    with closing(_read_ahead(read, [_extent(tiling, rect) for rect in rects], read_ahead)) as inputs:
+        for rect, pixels in tqdm(zip(rects, inputs, strict=True), total=len(rects), desc=desc, unit="block",
+                                 disable=not progress):  # fmt: skip
+            if rect[0] != current_row:  # forget the windows that cannot touch this block row or a later one
+                current_row = rect[0]
+                run.cache = {key: v for key, v in run.cache.items() if key[0] + tiling.patch > current_row}
+            probs = _blend_block(tiling, pixels, rect, run)
+            assert probs is not None  # run.n_classes is known
+            out, block_counts = _encode_block(probs)
+            counts += block_counts
+            writer.write(out, rect[0], rect[2])
     return counts
 
 
@@ -479,6 +558,7 @@ def predict_raster(
     nodata: float | None = None,
     expected_crs: str | None = None,
     crs_policy: str = "refuse",
+    read_ahead: int = 0,
 ) -> dict[str, Any]:
     """Predict a raster window by window into a Cloud-Optimised GeoTIFF class map on the raster's grid.
 
@@ -487,6 +567,9 @@ def predict_raster(
     ``offset`` (scalars, or one value per selected band), with NaN where the raster has no data
     (its nodata value, its mask, or ``nodata`` when the file declares none, e.g. Landsat's 0 fill),
     and returns N×K class probabilities.
+
+    ``read_ahead`` blocks are read and decoded on a background thread while the current block is predicted
+    and written (0: all in the calling thread); it changes the speed, never the output.
 
     ``expected_crs`` is the CRS of the model's training data (None: not checked).  A raster in
     another CRS is refused (``crs_policy="refuse"``, a :class:`DataError`) or warped onto it on the
@@ -509,6 +592,8 @@ def predict_raster(
     png_path = Path(preview_png) if preview_png is not None else None
     classes = [str(c) for c in classes]
     _check_raster_params(raster, out_path, png_path, classes, patch_size, overlap, batch_size, block_size)
+    if isinstance(read_ahead, bool) or not isinstance(read_ahead, int | np.integer) or read_ahead < 0:
+        raise ConfigError(f"read_ahead must be a non-negative integer (blocks read ahead), got {read_ahead!r}")
     scale_arr = np.asarray(scale, dtype=np.float32).reshape(-1, 1, 1)
     offset_arr = np.asarray(offset, dtype=np.float32).reshape(-1, 1, 1)
     if not (np.isfinite(scale_arr).all() and np.isfinite(offset_arr).all()):
@@ -536,7 +621,7 @@ def predict_raster(
             with CogWriter(out_path, classes, height, width, src.crs, src.transform, NODATA, tile) as writer:
                 counts = _predict_blocks(
                     tiling, read, run, writer, len(classes), block_size, desc=f"predict {raster.name}",
-                    progress=progress,
+                    progress=progress, read_ahead=read_ahead,
                 )  # fmt: skip
                 try:
                     if png_path is not None:
