@@ -145,7 +145,7 @@ def fit(
     strategy's own parameters.  ``data`` may be an already opened :class:`EODataset`, and
     ``split_override`` a precomputed split (benchmarks that hold one test set fixed across seeds).
     """
-    from eotransfer.models.backbones import create_backbone, get_architecture
+    from eotransfer.models.backbones import check_backbone_strategy, create_backbone, get_architecture
     from eotransfer.models.model import EOClassifier
     from eotransfer.predict.raster import training_crs
 
@@ -161,6 +161,7 @@ def fit(
     strategy_cls = get_strategy(cfg.strategy)
     strategy = strategy_cls(make_params(strategy_cls, sparams))
     get_architecture(cfg.backbone)  # an unknown name fails before any data is read
+    check_backbone_strategy(cfg.backbone, strategy.name, cfg.weights, cfg.per_date)
     if ds is None:
         ds = load_data(cfg)
     split = split_override if split_override is not None else make_fit_split(cfg, ds)

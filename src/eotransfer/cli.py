@@ -277,7 +277,7 @@ def _cmd_backbones() -> int:
 
     print("architectures (timm):")
     for a in ARCHITECTURES.values():
-        print(f"  {a.name:<24} family={a.family:<9} first layer={a.first_conv}")
+        print(f"  {a.name:<24} family={a.family:<9} first layer={a.first_conv or '— (no parameters)'}")
     from eotransfer.models.catalogue import local_catalogue
 
     print("\nlocal catalogue (--weights eotransfer:NAME; pre-trained with `eotransfer pretrain`):")

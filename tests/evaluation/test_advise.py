@@ -148,6 +148,22 @@ def test_auto_measures_candidates_and_keeps_the_best(eurosat_like: Path, tmp_pat
     assert (out / "card.json").exists() and (out / "weights.safetensors").exists()
 
 
+def test_auto_says_how_to_fit_the_reference_when_no_candidate_beats_it(
+    eurosat_like: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eotransfer.evaluation import advise as adv
+
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+        return [0.95, 0.95] if rec is None else [0.6, 0.6]  # band statistics + LR beat every candidate
+
+    monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    res = adv.advise(eurosat_like, bands="eurosat-ms", auto=True, top=2, folds=2, verbose=True, probe=False)
+    assert res["beats_reference"] is False
+    out = capsys.readouterr().out
+    assert "does NOT beat the reference" in out
+    assert f"eotransfer fit {eurosat_like} --backbone band-stats --strategy feature-extraction" in out
+
+
 def test_auto_below_its_minimum_keeps_the_rankings_first_choice_without_measuring(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

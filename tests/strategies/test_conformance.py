@@ -15,7 +15,7 @@ import pytest
 import eotransfer
 from eotransfer.data.formats.folder import ClassFolderDataset
 from eotransfer.errors import ConfigError
-from eotransfer.models.backbones import ARCHITECTURES
+from eotransfer.models.backbones import ARCHITECTURES, STATISTICS_STRATEGIES
 from eotransfer.strategies import load_all
 from eotransfer.strategies.base import STRATEGIES, CommonParams, Strategy, get_strategy, make_params
 
@@ -69,6 +69,11 @@ def teacher(data32: Upsampled, tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
 def test_short_fit(strategy: str, backbone: str, data32: Upsampled, request: pytest.FixtureRequest) -> None:
     cls = get_strategy(strategy)
+    if ARCHITECTURES[backbone].family == "statistics" and strategy not in STATISTICS_STRATEGIES:
+        with pytest.raises(ConfigError, match=f"^--backbone {backbone} has no parameters to train or adapt"):
+            eotransfer.fit(data32, strategy=strategy, backbone=backbone, accelerator="cpu", progress=False,
+                           verbose=False, **short_params(cls))  # fmt: skip
+        pytest.skip(f"{backbone} has no parameters: {strategy} is refused with a ConfigError")
     families = getattr(cls, "architectures", None)  # a strategy may declare the backbone families it supports
     if families is not None and ARCHITECTURES[backbone].family not in families:
         with pytest.raises(ConfigError, match="^--backbone: "):

@@ -38,6 +38,8 @@ PAD_SHIFT = 1.0
 #: pre-trained weights are not counted on when at least this share of the data's bands shares a first-layer
 #: kernel with another data band (a pre/post stack on single-date weights: the network sees only their sum)
 MAX_SHARED_KERNELS = 0.5
+#: how to fit the band-statistics reference as a deployable model (models/band_statistics.py)
+REFERENCE_FIT = "eotransfer fit {data} --backbone band-stats --strategy feature-extraction --out MODEL_DIR"
 #: below this many labelled samples, --auto's folds are too small to rank candidates reliably (measured, see
 #: :func:`cautions`): it warns, and ``--auto-min-samples`` can make it keep the ranking's first choice instead
 AUTO_MIN_SAMPLES = 100
@@ -444,7 +446,7 @@ def cautions(facts: TaskFacts, min_per_class: int = 5, auto: bool = False, auto_
             "(linear-probe) and east -> west (progressive-unfreeze) by 3 points, and per-band statistics + "
             "logistic regression beat every transfer strategy east -> west at 3 labels per class (0.480 vs. "
             "0.445). Compare against that reference on a held-out region of your own (eotransfer benchmark "
-            "reports it beside every strategy)"
+            "reports it beside every strategy; --backbone band-stats --strategy feature-extraction fits it as a model)"
         )
     n = sum(facts.labels_per_class.values())
     measured = (
@@ -662,4 +664,6 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
                                         f"measured, {top.strategy} {top.cv_accuracy:.3f})")  # fmt: skip
             print(f"kept: {b.strategy} ({b.cv_accuracy:.3f}){rule}, which {verdict} the reference"
                   + (f"; model written to {cfg.out}" if cfg.out else ""))  # fmt: skip
+            if not result["beats_reference"]:
+                print(f"the reference is a model too: {REFERENCE_FIT.format(data=cfg.data)}")
     return result

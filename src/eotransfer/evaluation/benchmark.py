@@ -229,7 +229,7 @@ class BenchmarkConfig:
     @classmethod
     def from_dict(cls, raw: Any, source: str = "benchmark config") -> BenchmarkConfig:
         """Parse and check everything; every problem is collected and raised together in one ConfigError."""
-        from eotransfer.models.backbones import get_architecture
+        from eotransfer.models.backbones import ARCHITECTURES, check_backbone_strategy, get_architecture
         from eotransfer.strategies.base import get_strategy, make_params, validate_params
 
         problems: list[str] = []
@@ -321,6 +321,12 @@ class BenchmarkConfig:
             models.append(ModelSpec(backbone, w))
         if not models:
             problems.append("models: give at least one backbone (weights: none for from scratch)")
+        for i, m in enumerate(models):  # a backbone without parameters takes only some strategies
+            for st in strategies if m.backbone in ARCHITECTURES else []:
+                try:
+                    check_backbone_strategy(m.backbone, st.name, m.weights)
+                except ConfigError as exc:
+                    problems.append(f"models[{i}] with strategies '{st.label}': {exc}")
         for m in list(models):  # the from-scratch reference of every pre-trained model
             if m.weights and not any(o.backbone == m.backbone and o.weights is None for o in models):
                 models.append(ModelSpec(m.backbone, None, added=True))

@@ -75,6 +75,32 @@ register_architecture(
 )  # fmt: skip
 
 
+# Per-band statistics (mean, std, percentiles): the reference row as a backbone without parameters
+# (models/band_statistics.py); only strategies that train no backbone parameter apply to it.
+register_architecture(Architecture("band-stats", "band-stats", "", (), "statistics"))
+#: strategies that can use a backbone without parameters (they train at most the head)
+STATISTICS_STRATEGIES = ("feature-extraction", "linear-probe")
+
+
+def check_backbone_strategy(backbone: str, strategy: str, weights: str | None = None, per_date: bool = False) -> None:
+    """Refuse, before any data is read, what a backbone without parameters cannot do."""
+    if get_architecture(backbone).family != "statistics":
+        return
+    if strategy not in STATISTICS_STRATEGIES:
+        raise ConfigError(
+            f"--backbone {backbone} has no parameters to train or adapt, so --strategy {strategy} does not apply; "
+            f"use --strategy feature-extraction (the band-statistics reference: logistic regression by default) "
+            "or linear-probe"
+        )
+    if weights not in (None, "", "none", "scratch"):
+        raise ConfigError(f"--backbone {backbone} has no weights to load; leave --weights out (or pass none)")
+    if per_date:
+        raise ConfigError(
+            f"--backbone {backbone}: --per-date does not apply; the statistics of every band of the stack are "
+            "already computed one band at a time"
+        )
+
+
 def get_architecture(name: str) -> Architecture:
     if name not in ARCHITECTURES:
         raise ConfigError(f"--backbone: unknown backbone '{name}'" + did_you_mean(name, ARCHITECTURES))
@@ -82,7 +108,11 @@ def get_architecture(name: str) -> Architecture:
 
 
 def build_network(arch: Architecture, in_chans: int, img_size: int | None = None) -> nn.Module:
-    """A randomly initialised timm network without classifier (``num_classes=0``)."""
+    """A randomly initialised timm network without classifier (``num_classes=0``); ``band-stats``: the statistics."""
+    if arch.family == "statistics":
+        from eotransfer.models.band_statistics import BandStatistics
+
+        return BandStatistics(in_chans)
     kwargs: dict[str, Any] = dict(arch.extra)
     if arch.needs_img_size and img_size is not None:
         kwargs["img_size"] = img_size
@@ -173,6 +203,7 @@ def create_backbone(
     """
     from eotransfer.models.weights import resolve_weights
 
+    check_backbone_strategy(name, "feature-extraction", weights, per_date)
     if per_date:
         from eotransfer.models.per_date import PerDateEncoder, date_groups
 
