@@ -109,8 +109,17 @@ def advisor_name(rec: Any) -> str:
     return name + (PER_DATE if rec.options.get("per_date") else "")
 
 
+#: the band-statistics reference as the tables name it: (strategy, init)
+REFERENCE_KEY = ("band-stats+LR", "—")
+
+
 def advisor_pick(rec: Any) -> tuple[str, str]:
-    """A recommendation as a table key: (strategy as the table names it, ``pretrained`` or ``scratch``)."""
+    """A recommendation as a table key: (strategy as the table names it, ``pretrained`` or ``scratch``).
+
+    ``--auto`` keeping the band-statistics reference (``--backbone band-stats``) is the tables' reference row.
+    """
+    if rec.options.get("backbone") == "band-stats":
+        return REFERENCE_KEY
     return advisor_name(rec), "pretrained" if rec.options.get("weights") else "scratch"
 
 
@@ -172,8 +181,8 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
 
 
 def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: float, top: int,
-                  ks: list[str] | None = None, measure: bool = True,
-                  auto_min_samples: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+                  ks: list[str] | None = None, measure: bool = True, auto_min_samples: int = 0,
+                  auto_reference: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """``advise --auto`` on each grid cell's training side; its pick's test accuracy against the best strategy's.
 
     ``measure=False``: the ranking's first choice instead (inspection and transfer probe on that training side,
@@ -196,7 +205,11 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
     bench = BenchmarkConfig.from_yaml(config)
     ds = open_benchmark_data(bench)
     cfg = dataclasses.replace(
-        advise_config(config, None), budget_minutes=budget_minutes, top=top, auto_min_samples=auto_min_samples
+        advise_config(config, None),
+        budget_minutes=budget_minutes,
+        top=top,
+        auto_min_samples=auto_min_samples,
+        auto_reference=auto_reference,
     )
     table_ks = sorted({r["k"] for r in read_table(table)}, key=lambda v: (isinstance(v, str), v))
     out = []
@@ -229,9 +242,12 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
             lines.append(f"seed {seed}: {pick[0]} ({pick[1]}); {how}" + (f": {measured}" if measured else "") + probe)
             print(f"[{bench.name} k={k} seed={seed}] {lines[-1]} ({time.time() - t0:.0f} s)", flush=True)
         acc: dict[tuple[Any, int, tuple[str, str]], float] = {}  # read now: the grid may still be growing
+        # with --auto counting the reference as a candidate, the reference row is a strategy it can pick
+        with_reference = measure and cfg.auto_reference
         for r in read_table(table):
-            if pickable(r["init"], r["strategy"]):
-                acc[(r["k"], r["seed"], (r["strategy"], r["init"]))] = float(r["accuracy"])
+            key = (r["strategy"], r["init"])
+            if pickable(r["init"], r["strategy"]) or (with_reference and key == REFERENCE_KEY):
+                acc[(r["k"], r["seed"], key)] = float(r["accuracy"])
         got = [acc.get((k, seed, pick), float("nan")) for seed, pick in zip(seeds, picks, strict=True)]
         lines = [f"{line}; test {g:.3f}" for line, g in zip(lines, got, strict=True)]
         # the best strategy over the same seeds (a strategy missing a seed is left out)
@@ -254,7 +270,7 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         })  # fmt: skip
     mode = "auto" if measure else "ranking"
     meta = {"data": config, "table": str(table), "mode": mode, "budget_minutes": budget_minutes, "top": top,
-            "auto_min_samples": auto_min_samples}  # fmt: skip
+            "auto_min_samples": auto_min_samples, "auto_reference": measure and auto_reference}  # fmt: skip
     return out, meta
 
 
@@ -264,7 +280,9 @@ def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) ->
     lines = [f"# {who} vs. benchmark, out of sample: is its pick within 2 points of the best strategy?", ""]
     for rows, meta in results:
         how = f"--top {meta['top']}, --budget-minutes {meta['budget_minutes']} per seed" + (
-            f", --auto-min-samples {meta['auto_min_samples']}" if meta.get("auto_min_samples") else "") if auto else (
+            f", --auto-min-samples {meta['auto_min_samples']}" if meta.get("auto_min_samples") else "") + (
+            "; the reference counts as a candidate (and as a strategy for the best)" if meta.get("auto_reference")
+            else "") if auto else (
             "inspection and transfer probe on each cell's training side only")  # fmt: skip
         lines += [f"**{meta['data']}** — table `{meta['table']}`; {how}", "",
                   f"| labels/class | seeds | {'advise --auto' if auto else 'first choice'}'s picks (one per seed) | their test accuracy (mean) | "
@@ -320,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=3, help="--auto: candidates it measures")
     ap.add_argument("--auto-min-samples", type=int, default=0,
                     help="--auto: keep the ranking's first choice below this many labelled samples (advise's option)")  # fmt: skip
+    ap.add_argument("--no-auto-reference", action="store_true",
+                    help="--auto: do not count the band-statistics reference as a candidate (advise's option)")  # fmt: skip
     ap.add_argument("--ks", default=None, help="--auto: only these labels-per-class settings (comma-separated)")
     ap.add_argument("--ranking", action="store_true",
                     help="with --auto: the ranking's first choice out of sample, no cross-validation of candidates")  # fmt: skip
@@ -334,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         auto = []
         for d, t in zip(args.data, args.table, strict=True):
             auto.append(validate_auto(d, t, seeds, args.budget_minutes, args.top, ks, measure=not args.ranking,
-                                      auto_min_samples=args.auto_min_samples))  # fmt: skip
+                                      auto_min_samples=args.auto_min_samples,
+                                      auto_reference=not args.no_auto_reference))  # fmt: skip
             (args.out / "results.md").write_text(markdown_auto(auto))  # after each table: a stopped run keeps it
             (args.out / "results.json").write_text(json.dumps([{"meta": m, "rows": r} for r, m in auto], indent=1))
         print(markdown_auto(auto))

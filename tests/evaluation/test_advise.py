@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,7 @@ def test_auto_measures_candidates_and_keeps_the_best(eurosat_like: Path, tmp_pat
 
 
 def test_auto_says_how_to_fit_the_reference_when_no_candidate_beats_it(
-    eurosat_like: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    eurosat_like: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from eotransfer.evaluation import advise as adv
 
@@ -157,11 +158,45 @@ def test_auto_says_how_to_fit_the_reference_when_no_candidate_beats_it(
         return [0.95, 0.95] if rec is None else [0.6, 0.6]  # band statistics + LR beat every candidate
 
     monkeypatch.setattr(adv, "cross_validate", fake_cv)
-    res = adv.advise(eurosat_like, bands="eurosat-ms", auto=True, top=2, folds=2, verbose=True, probe=False)
-    assert res["beats_reference"] is False
+    fit_cmd = f"eotransfer fit {eurosat_like} --backbone band-stats --strategy feature-extraction"
+    res = adv.advise(eurosat_like, bands="eurosat-ms", auto=True, top=2, folds=2, verbose=True, probe=False,
+                     auto_reference=False)  # fmt: skip
+    assert res["beats_reference"] is False and not res["kept_reference"]
     out = capsys.readouterr().out
-    assert "does NOT beat the reference" in out
-    assert f"eotransfer fit {eurosat_like} --backbone band-stats --strategy feature-extraction" in out
+    assert "does NOT beat the reference" in out and f"the reference is a model too: {fit_cmd}" in out
+    # counted as the last-ranked candidate (the default), 0.95 against 0.6 is beyond one standard error: kept
+    model = tmp_path / "best"
+    res = adv.advise(eurosat_like, bands="eurosat-ms", auto=True, top=2, folds=2, verbose=True, probe=False,
+                     out=str(model))  # fmt: skip
+    assert res["kept_reference"] and res["best"].options == {"backbone": "band-stats", "classifier": "logreg"}
+    assert res["best"] is res["best_measured"] and res["beats_reference"] is False
+    out = capsys.readouterr().out
+    assert "kept: the band-statistics reference (--backbone band-stats --strategy feature-extraction) (0.950)" in out
+    assert fit_cmd in out
+    card = json.loads((model / "card.json").read_text())
+    assert card["arch"] == "band-stats" and card["strategy"]["name"] == "feature-extraction"
+
+
+def test_the_reference_is_kept_only_beyond_one_standard_error_of_every_candidate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eotransfer.evaluation import advise as adv
+
+    folds = {"finetune": [0.75, 0.75, 0.75]}
+    monkeypatch.setattr(
+        adv, "cross_validate", lambda ds, rec, cfg, deadline: [0.8] * 3 if rec is None else folds[rec.strategy]
+    )
+    recs = [adv.Recommendation("finetune", {}, "", 8.0)]
+    res = adv.measure_candidates([0] * 3000, recs, AdviseConfig(top=1))  # binomial SE 0.007: 0.75 is beyond it
+    assert res["kept_reference"] and res["best"].options["backbone"] == "band-stats"
+    folds["finetune"] = [0.795] * 3  # within one SE of 0.8: the ranked candidate stays
+    res = adv.measure_candidates([0] * 3000, recs, AdviseConfig(top=1))
+    assert (
+        not res["kept_reference"]
+        and res["best"].strategy == "finetune"
+        and res["best_measured"].cv_accuracy == pytest.approx(0.8)
+    )
+    assert not adv.measure_candidates([0] * 3000, recs, AdviseConfig(top=1, auto_reference=False))["kept_reference"]
 
 
 def test_auto_below_its_minimum_keeps_the_rankings_first_choice_without_measuring(

@@ -40,6 +40,19 @@ PAD_SHIFT = 1.0
 MAX_SHARED_KERNELS = 0.5
 #: how to fit the band-statistics reference as a deployable model (models/band_statistics.py)
 REFERENCE_FIT = "eotransfer fit {data} --backbone band-stats --strategy feature-extraction --out MODEL_DIR"
+#: the fit options of that model, as --auto keeps it
+REFERENCE_OPTIONS: dict[str, Any] = {"backbone": "band-stats", "classifier": "logreg"}
+
+
+def reference_candidate() -> Recommendation:
+    """The band-statistics reference as a recommendation (ranked below every strategy)."""
+    return Recommendation(
+        "feature-extraction", dict(REFERENCE_OPTIONS),
+        "per-band statistics + logistic regression (the reference row; models/band_statistics.py): no candidate "
+        "came within one standard error of it on the same folds", float("-inf"),
+    )  # fmt: skip
+
+
 #: below this many labelled samples, --auto's folds are too small to rank candidates reliably (measured, see
 #: :func:`cautions`): it warns, and ``--auto-min-samples`` can make it keep the ranking's first choice instead
 AUTO_MIN_SAMPLES = 100
@@ -75,6 +88,11 @@ class AdviseConfig(DataOptions):
         "benchmarks/README.md); 0 always cross-validates",
         0,
         10**9,
+    )
+    auto_reference: bool = param(
+        True,
+        "--auto counts the band-statistics reference (--backbone band-stats) as its last-ranked candidate: kept "
+        "only when no candidate comes within one standard error of it",
     )
     seed: int = param(0, "random seed", 0, 2**31 - 1)
     out: str | None = param(None, "--auto: directory of the winning model")
@@ -599,7 +617,7 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
         if not measurable:
             raise ConfigError("--auto: no candidate can be trained on the labelled data alone; see the ranking")
         return {"reference_cv": None, "best": measurable[0], "best_measured": None, "beats_reference": None,
-                "cross_validated": False}  # fmt: skip
+                "kept_reference": False, "cross_validated": False}  # fmt: skip
     ref_accs = cross_validate(ds, None, cfg, deadline)
     ref = mean_ci95(ref_accs)
     scored: list[tuple[Recommendation, list[float]]] = []  # (candidate, its fold accuracies), rank order
@@ -612,6 +630,11 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
             scored.append((r, accs))
     if not scored:
         raise ConfigError("--auto: no candidate could be measured within --budget-minutes; raise the budget")
+    reference = None
+    if cfg.auto_reference and ref_accs:  # ranked last: kept only when nothing ranked above it is within one SE
+        reference = reference_candidate()
+        reference.cv_accuracy, reference.cv_ci95 = ref[0], 0.0 if math.isnan(ref[1]) else ref[1]
+        scored.append((reference, ref_accs))
     top, top_accs = max(scored, key=lambda pair: pair[0].cv_accuracy or 0.0)
     # held-out predictions behind the top candidate's mean: every sample once when all folds ran
     n_held_out = len(ds) * len(top_accs) // max(len(ref_accs), len(top_accs))
@@ -619,8 +642,9 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     best = top
     if cfg.one_se:
         best = next(r for r, _ in scored if (r.cv_accuracy or 0.0) >= (top.cv_accuracy or 0.0) - top_se)
-    return {"reference_cv": ref, "best": best, "best_measured": top,
-            "beats_reference": (best.cv_accuracy or 0.0) > ref[0], "cross_validated": True}  # fmt: skip
+    return {"reference_cv": ref, "best": best, "best_measured": top, "kept_reference": best is reference,
+            "beats_reference": best is not reference and (best.cv_accuracy or 0.0) > ref[0],
+            "cross_validated": True}  # fmt: skip
 
 
 def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
@@ -643,8 +667,10 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
         if cfg.out:
             from eotransfer.api import fit
 
-            fit(ds, strategy=best.strategy, backbone=cfg.backbone, seed=cfg.seed, out=cfg.out, progress=False,
-                verbose=False, **best.options)  # fmt: skip
+            options = dict(best.options)
+            backbone = options.pop("backbone", cfg.backbone)  # the reference brings its own
+            fit(ds, strategy=best.strategy, backbone=backbone, seed=cfg.seed, out=cfg.out, progress=False,
+                verbose=False, **options)  # fmt: skip
     if cfg.verbose:
         print(facts_table(facts))
         print()
@@ -659,11 +685,22 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
             m, h = result["reference_cv"]
             print(f"\nband statistics + logistic regression (reference), same folds: {m:.3f} ± {h:.3f}")
             b, top = result["best"], result["best_measured"]
-            verdict = "beats" if result["beats_reference"] else "does NOT beat"
+            verdict = (
+                ", which beats the reference" if result["beats_reference"] else ", which does NOT beat the reference"
+            )
+            name = b.strategy
+            if result["kept_reference"]:
+                name, verdict = (
+                    "the band-statistics reference (--backbone band-stats --strategy feature-extraction)",
+                    "",
+                )
             rule = "" if b is top else (f" (the highest-ranked candidate within one standard error of the best "
                                         f"measured, {top.strategy} {top.cv_accuracy:.3f})")  # fmt: skip
-            print(f"kept: {b.strategy} ({b.cv_accuracy:.3f}){rule}, which {verdict} the reference"
+            print(f"kept: {name} ({b.cv_accuracy:.3f}){rule}{verdict}"
                   + (f"; model written to {cfg.out}" if cfg.out else ""))  # fmt: skip
-            if not result["beats_reference"]:
+            if result["kept_reference"]:
+                print(f"no candidate came within one standard error of the reference; the same by hand: "
+                      f"{REFERENCE_FIT.format(data=cfg.data)}")  # fmt: skip
+            elif not result["beats_reference"]:
                 print(f"the reference is a model too: {REFERENCE_FIT.format(data=cfg.data)}")
     return result
