@@ -244,7 +244,8 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         acc: dict[tuple[Any, int, tuple[str, str]], float] = {}  # read now: the grid may still be growing
         # with --auto counting the reference as a candidate, the reference row is a strategy it can pick
         with_reference = measure and cfg.auto_reference
-        for r in read_table(table):
+        table_rows = read_table(table)
+        for r in table_rows:
             key = (r["strategy"], r["init"])
             if pickable(r["init"], r["strategy"]) or (with_reference and key == REFERENCE_KEY):
                 acc[(r["k"], r["seed"], key)] = float(r["accuracy"])
@@ -259,8 +260,8 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         best_key = max(means, key=lambda key: means[key])
         mean_got = float(np.mean(got))
         # the band-statistics reference on the same seeds: a pick below it has not earned its transfer
-        ref = {int(r["seed"]): float(r["accuracy"]) for r in read_table(table)
-               if r["k"] == k and r["strategy"] == "band-stats+LR"}  # fmt: skip
+        ref = {int(r["seed"]): float(r["accuracy"]) for r in table_rows
+               if r["k"] == k and (r["strategy"], r["init"]) == REFERENCE_KEY}  # fmt: skip
         ref_mean = float(np.mean([ref[s] for s in seeds])) if all(s in ref for s in seeds) else None
         out.append({
             "k": k, "seeds": seeds, "picks": [f"{a} ({b})" for a, b in picks], "advisor_accuracy": mean_got,
