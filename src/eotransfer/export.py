@@ -7,6 +7,12 @@ inputs as the PyTorch network before it is kept (real patches from ``check_data`
 samples drawn from the card's per-band statistics), and the largest absolute difference of the
 logits and the argmax agreement are written to ``export.json``.
 
+A feature-extraction model whose scikit-learn classifier is linear (``logreg``, ``linear-svm``) on the
+pooled features, the ``band-stats`` reference among them, is exported with the classifier folded into
+the network's linear head (:func:`~eotransfer.evaluation.classical.linear_head`); the folded head's
+probabilities are first checked against the classifier's own (``export.json``'s ``head``).  Other
+classifiers (kNN, RBF SVM, random forest) have no graph form here and are refused.
+
 * ONNX: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``
   (https://docs.pytorch.org/docs/stable/onnx_torchscript.html), which needs no ``onnxscript`` and
   exports ``nan_to_num`` as ``IsNaN``/``Where``; run with ONNX Runtime
@@ -18,6 +24,7 @@ logits and the argmax agreement are written to ``export.json``.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
@@ -40,6 +47,7 @@ FORMATS = ("onnx", "torchscript")
 FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 EXPORT_FILE = "export.json"
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+PROBABILITY_TOLERANCE = 1e-5  # folded scikit-learn head vs. the classifier itself (float32 vs. float64)
 ONNX_TOLERANCE = 1e-4  # max |Δ logit| on CPU: float32 kernels differ in summation order, not more
 RANDOM_SEED = 0
 
@@ -82,18 +90,15 @@ def export_model(
     if target.resolve() == src.resolve():
         raise ConfigError(f"--out {target}: is the model directory itself; choose another folder for the export")
     saved = load_model(src)
-    if saved.classifier is not None:
-        raise ConfigError(
-            f"{src}: its head is a scikit-learn classifier (feature-extraction), which ONNX/TorchScript cannot hold; "
-            "export a model trained with a neural head (linear-probe, finetune, ...)"
-        )
-    net, card = saved.network.eval(), saved.card
+    card = saved.card
+    net = _with_linear_head(saved, src) if saved.classifier is not None else saved.network.eval()
     n_bands, img_size = len(card["bands"]), int(card["img_size"])
     inputs, provenance = _check_inputs(card, check_data, check_bands, n_check)
     masked = _mask(inputs)
     with torch.no_grad():
         reference = net(torch.from_numpy(inputs)).numpy()
         reference_masked = net(torch.from_numpy(masked)).numpy()
+    head = None if saved.classifier is None else _head_parity(saved, src, reference, inputs, reference_masked, masked)
 
     center, scale = Normalizer.from_dict(card["normalization"]).center_scale()
     report: dict[str, Any] = {
@@ -135,6 +140,7 @@ def export_model(
             "formula": "(x - centre) / scale per band; NaN (masked) then becomes 0, the band's training mean",
         },
         "classes": list(card["classes"]),
+        **({"head": head} if head is not None else {}),
         "opset": opset if "onnx" in names else None,
         "parity": {
             "device": "cpu",
@@ -177,6 +183,53 @@ def export_model(
 
     atomic_write_dir(target, write)
     return {**report, "path": str(target)}
+
+
+def _with_linear_head(saved: Any, src: Path) -> torch.nn.Module:
+    """A copy of a feature-extraction model's network whose head is its linear scikit-learn classifier, folded."""
+    from eotransfer.evaluation.classical import LINEAR_CLASSIFIERS, POOLED, linear_head
+
+    info = saved.card.get("classifier") or {}
+    name, stage = str(info.get("name", "?")), str(info.get("stage", POOLED))
+    head = getattr(saved.network, "head", None)
+    if name not in LINEAR_CLASSIFIERS or not isinstance(head, torch.nn.Linear) or stage != POOLED:
+        why = (f"the '{name}' classifier is not linear" if name not in LINEAR_CLASSIFIERS
+               else f"it classifies the '{stage}' stage's features" if stage != POOLED
+               else "its network has no linear head to replace")  # fmt: skip
+        raise ConfigError(
+            f"{src}: its head is a scikit-learn classifier that ONNX/TorchScript cannot hold ({why}); only "
+            f"{' and '.join(LINEAR_CLASSIFIERS)} on the pooled features fold into the graph. Refit with "
+            "`--classifier logreg`, or with a neural head (linear-probe, finetune, ...)"
+        )
+    try:
+        layer = linear_head(saved.classifier, head.in_features, len(saved.card["classes"]))
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: {exc}; refit with `--classifier logreg` to export it") from exc
+    net = copy.deepcopy(saved.network).eval()
+    net.head = layer
+    return net
+
+
+def _head_parity(
+    saved: Any, src: Path, logits: np.ndarray, inputs: np.ndarray, logits_masked: np.ndarray, masked: np.ndarray
+) -> dict[str, Any]:
+    """The folded head's probabilities against the scikit-learn classifier's own; raises beyond the tolerance."""
+    result: dict[str, Any] = {
+        "kind": "the scikit-learn classifier folded into the linear head (scaler and coefficients in one layer)",
+        "classifier": (saved.card.get("classifier") or {}).get("name"),
+        "tolerance": PROBABILITY_TOLERANCE,
+    }
+    for key, x, z in (("max_abs_prob_diff", inputs, logits), ("masked_max_abs_prob_diff", masked, logits_masked)):
+        want = saved.predict_proba(x).astype(np.float64)
+        got = torch.softmax(torch.from_numpy(z).double(), dim=1).numpy()
+        worst = float(np.abs(want - got).max()) if want.size else 0.0
+        result[key] = worst
+        if not worst <= PROBABILITY_TOLERANCE:
+            raise WeightError(
+                f"{src}: the folded linear head's probabilities differ from the scikit-learn classifier's by "
+                f"{worst:.3g} (> {PROBABILITY_TOLERANCE:g}); nothing was exported"
+            )
+    return result
 
 
 def _check_inputs(
@@ -315,6 +368,11 @@ def parity_table(report: dict[str, Any]) -> str:
             f"{name:<12} {r['max_abs_diff']:>14.3g} {r['argmax_agree']:>9}/{parity['n']:<4} "
             f"{r['masked']['max_abs_diff']:>15.3g} {r['masked']['argmax_agree']:>9}/{parity['n']:<4}"
         )
+    if "head" in report:
+        head = report["head"]
+        worst = max(head["max_abs_prob_diff"], head["masked_max_abs_prob_diff"])
+        lines.append(f"head: the scikit-learn {head['classifier']} folded into a linear layer; "
+                     f"max |Δ probability| vs. scikit-learn {worst:.3g} (tolerance {head['tolerance']:g})")  # fmt: skip
     return "\n".join(lines)
 
 

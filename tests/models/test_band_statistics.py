@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,37 @@ def test_fit_save_reload_predict(eurosat_like: Path, tmp_path: Path, monkeypatch
     # linear-probe trains the head alone: the backbone has nothing to train
     probe = eotransfer.fit(eurosat_like, strategy="linear-probe", epochs=3, **OPTS)
     assert probe.metrics["test"]["n"] == result.metrics["test"]["n"]
+
+
+def test_exports_to_onnx_and_torchscript_for_any_patch_size(
+    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sorting and interpolating trace without constants: the graph's percentiles follow the patch size."""
+    import onnxruntime
+
+    from eotransfer.export import export_model
+
+    monkeypatch.setenv("EOTRANSFER_CACHE", str(tmp_path / "cache"))
+    eotransfer.fit(eurosat_like, strategy="feature-extraction", cv_folds=3, out=str(tmp_path / "m"), **OPTS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        report = export_model(tmp_path / "m", tmp_path / "e", check_data=eurosat_like)
+    assert report["parity"]["onnx"]["argmax_all_agree"] and report["parity"]["torchscript"]["argmax_all_agree"]
+    assert report["head"]["max_abs_prob_diff"] <= 1e-5
+    saved = load_model(tmp_path / "m")  # its network's own head is unused: the scikit-learn classifier decides
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated
+        traced = torch.jit.load(str(tmp_path / "e" / "model.torchscript.pt"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "e" / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for side in (5, 16, 33):  # traced on 16 px patches; the traced graph computes the percentiles at any size
+        x = rng.gamma(2.0, 600.0, (3, 13, side, side)).astype(np.float32)
+        with torch.no_grad():
+            got = torch.softmax(traced(torch.from_numpy(x)), dim=1).numpy()
+        np.testing.assert_allclose(got, saved.predict_proba(x), atol=1e-5)
+        if side == 16:
+            logits = torch.from_numpy(session.run(["logits"], {"image": x})[0])
+            np.testing.assert_allclose(torch.softmax(logits, dim=1).numpy(), saved.predict_proba(x), atol=1e-5)
 
 
 def test_what_a_backbone_without_parameters_cannot_do(eurosat_like: Path) -> None:

@@ -128,18 +128,40 @@ def test_too_few_samples_for_cv_fits_the_defaults(eurosat_like: Path, cache: Pat
     assert result.metrics["test"]["overall_accuracy"] >= 0.9
 
 
-def test_export_and_distill_refuse_a_scikit_learn_head(
+@pytest.mark.parametrize("classifier", ["logreg", "linear-svm"])
+def test_a_linear_classifier_exports_with_its_probabilities(
+    classifier: str, fitted: dict[str, Any], eurosat_like: Path, tmp_path: Path
+) -> None:
+    import onnxruntime
+
+    from eotransfer.data.base import open_dataset
+    from eotransfer.export import export_model, parity_table
+
+    model_dir = fitted[classifier].out
+    report = export_model(model_dir, tmp_path / "x", formats="onnx", check_data=eurosat_like)
+    assert report["head"]["classifier"] == classifier and report["head"]["max_abs_prob_diff"] <= 1e-5
+    assert f"head: the scikit-learn {classifier} folded into a linear layer" in parity_table(report)
+    ds = open_dataset(eurosat_like, bands="eurosat-ms")
+    images = np.stack([ds.checked_read(i) for i in range(len(ds))]).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(tmp_path / "x" / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"image": images})[0].astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    np.testing.assert_allclose(probs, load_model(model_dir).predict_proba(images), atol=1e-4)
+
+
+def test_export_and_distill_refuse_a_non_linear_scikit_learn_head(
     fitted: dict[str, Any], eurosat_like: Path, tmp_path: Path
 ) -> None:
     from eotransfer.errors import ConfigError
     from eotransfer.export import export_model
 
-    model_dir = fitted["logreg"].out
-    with pytest.raises(ConfigError, match="scikit-learn classifier"):
-        export_model(model_dir, tmp_path / "x")
+    for name in ("knn", "rbf-svm", "random-forest"):
+        with pytest.raises(ConfigError, match=f"the '{name}' classifier is not linear.*--classifier logreg"):
+            export_model(fitted[name].out, tmp_path / "x")
     with pytest.raises(ConfigError, match="--teacher: .* scikit-learn head"):
-        eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="distill", teacher=str(model_dir), backbone="resnet10t",
-                       labels_per_class=6, epochs=1, progress=False, verbose=False)  # fmt: skip
+        eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="distill", teacher=str(fitted["logreg"].out),
+                       backbone="resnet10t", labels_per_class=6, epochs=1, progress=False, verbose=False)  # fmt: skip
     assert not (tmp_path / "x").exists()
 
 
@@ -158,6 +180,10 @@ def test_intermediate_stage_embeds_fits_and_reloads(
     saved = load_model(result.out)
     assert saved.classifier.n_features_in_ == 256  # resnet18's layer3 has 256 channels (pooled: 512)
     assert "layer3" in embedding_stages(saved.network.backbone)  # type: ignore[arg-type]
+    from eotransfer.export import export_model
+
+    with pytest.raises(ConfigError, match="it classifies the 'layer3' stage's features"):
+        export_model(result.out, tmp_path / "x")
     metrics = eotransfer.api.evaluate(result.out, eurosat_like, split="stratified", labels_per_class=6, seed=0)
     assert metrics["confusion_matrix"] == result.metrics["test"]["confusion_matrix"]
     ds = eotransfer.api.load_data(eotransfer.api.FitConfig(data=str(eurosat_like), bands="eurosat-ms"))

@@ -110,6 +110,54 @@ def classifier_proba(clf: Any, features: np.ndarray, n_classes: int) -> np.ndarr
     return out
 
 
+#: classifiers whose decision is linear in the features: :func:`linear_head` folds them into the network
+LINEAR_CLASSIFIERS = ("logreg", "linear-svm")
+#: the logit of a class the classifier never saw (no training sample): its softmax probability is exactly 0
+ABSENT_CLASS_LOGIT = -1e9
+
+
+def linear_head(clf: Any, num_features: int, n_classes: int) -> torch.nn.Linear:
+    """A fitted ``StandardScaler`` + linear classifier pipeline folded into one ``nn.Linear`` on the raw features.
+
+    The layer's logits are the classifier's ``decision_function`` on the standardised features,
+    ``w · (f - μ) / σ + b = (w / σ) · f + (b - w · μ / σ)``, so their softmax is :func:`classifier_proba`:
+    for multinomial logistic regression ``predict_proba`` is that softmax, for a binary one the sigmoid of
+    the margin, i.e. the softmax of ``[0, margin]``; for a linear SVM :func:`classifier_proba` takes the
+    softmax of its margins.  Classes without a training sample get :data:`ABSENT_CLASS_LOGIT`.
+    (scikit-learn ≥ 1.8 fits multiclass logistic regression as multinomial only; the export checks the
+    folded probabilities against the classifier's own in any case.)
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    steps = getattr(clf, "named_steps", {})
+    scaler, estimator = steps.get("scale"), steps.get("clf")
+    if not isinstance(scaler, StandardScaler) or not isinstance(estimator, LogisticRegression | LinearSVC):
+        kind = type(estimator if estimator is not None else clf).__name__
+        raise ConfigError(
+            f"the classifier is a {kind}, not linear: only {', '.join(LINEAR_CLASSIFIERS)} fold into a linear layer"
+        )
+    classes = np.asarray(estimator.classes_, dtype=np.int64)
+    coef = np.atleast_2d(np.asarray(estimator.coef_, dtype=np.float64))
+    intercept = np.atleast_1d(np.asarray(estimator.intercept_, dtype=np.float64))
+    if coef.shape[1] != num_features:
+        raise ConfigError(f"the classifier takes {coef.shape[1]} features but the network gives {num_features}")
+    mean = np.asarray(scaler.mean_, dtype=np.float64) if scaler.with_mean else np.zeros(num_features)
+    std = np.asarray(scaler.scale_, dtype=np.float64) if scaler.with_std else np.ones(num_features)
+    weight, bias = coef / std, intercept - coef @ (mean / std)
+    if len(classes) == 2 and len(weight) == 1:  # binary: one margin, for the second class
+        weight, bias = np.vstack([np.zeros_like(weight), weight]), np.concatenate([[0.0], bias])
+    full_w = np.zeros((n_classes, num_features))
+    full_b = np.full(n_classes, ABSENT_CLASS_LOGIT)
+    full_w[classes], full_b[classes] = weight, bias
+    layer = torch.nn.Linear(num_features, n_classes)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(full_w))
+        layer.bias.copy_(torch.from_numpy(full_b))
+    return layer
+
+
 def dump_classifier(clf: Any) -> bytes:
     import skops.io as sio
 

@@ -40,10 +40,11 @@ class BandStatistics(nn.Module):
         flat = x.flatten(2).float()  # N×C×P
         n = flat.shape[-1]
         mean = flat.mean(dim=-1)
-        std = flat.std(dim=-1, unbiased=False) if n > 1 else torch.zeros_like(mean)
+        std = flat.std(dim=-1, unbiased=False)  # 0 for a single pixel
         ordered = flat.sort(dim=-1).values
-        # numpy's default ("linear"): the value at position q/100 · (n - 1), interpolated between neighbours
-        pos = torch.tensor(PERCENTILES, dtype=torch.float64, device=x.device) / 100.0 * (n - 1)
+        # numpy's default ("linear"): the value at position q/100 · (n - 1), interpolated between neighbours.
+        # Tensor arithmetic on n, so that a traced (ONNX/TorchScript) graph computes it for any patch size.
+        pos = flat.new_tensor([q / 100.0 for q in PERCENTILES], dtype=torch.float64) * (n - 1)
         lo, hi = pos.floor().long(), pos.ceil().long()
         frac = (pos - lo).to(flat.dtype)
         pct = ordered[..., lo] * (1 - frac) + ordered[..., hi] * frac  # N×C×5
