@@ -91,6 +91,47 @@ def test_for_new_regions_with_few_labels_a_linear_head_on_frozen_features_comes_
     assert ranked(facts(k=5, weights=None, new_regions=True)) == ranked(facts(k=5, weights=None))
 
 
+def test_the_reference_comes_first_only_when_it_beats_the_network_features_beyond_one_standard_error() -> None:
+    lead = dict(probe_pretrained=0.44, probe_random=0.40, probe_se=0.03, probe_reference=0.52, probe_reference_se=0.03)
+    f = facts(k=3, weights_same_sensor=True, new_regions=True, **lead)  # type: ignore[arg-type]
+    assert f.weights_transfer and f.reference_leads
+    recs = recommend(f, AdviseConfig())
+    assert recs[0].options == {"backbone": "band-stats", "classifier": "logreg"}  # no weights: nothing to load
+    assert recs[0].strategy == "feature-extraction" and "0.520 vs. 0.440" in recs[0].reason
+    assert [r.strategy for r in recs[1:3]] == ["linear-probe", "progressive-unfreeze"]  # the ranking follows
+    # within one standard error (0.08 < 0.10), a tie, or no probe: the network's features are the prior
+    assert not facts(k=3, **{**lead, "probe_reference_se": 0.10}).reference_leads  # type: ignore[arg-type]
+    assert not facts(k=3, **{**lead, "probe_reference": 0.44}).reference_leads  # type: ignore[arg-type]
+    assert not facts(k=3, probe_reference=0.9).reference_leads
+    assert ranked(facts(k=3, **{**lead, "probe_reference_se": 0.10}))[0] == "progressive-unfreeze"  # type: ignore[arg-type]
+    # weights that do not transfer: compared with the random-init features, the better of the two
+    scratch = dict(probe_pretrained=0.30, probe_random=0.60, probe_se=0.02, probe_reference_se=0.02)
+    assert not facts(k=20, probe_reference=0.61, **scratch).reference_leads  # type: ignore[arg-type]
+    f = facts(k=20, probe_reference=0.70, **scratch)  # type: ignore[arg-type]
+    assert f.reference_leads and "randomly initialised network's" in recommend(f, AdviseConfig())[0].reason
+    # a shifted target: adapting to it (which the probe cannot see) stays first
+    shifted = recommend(facts(k=3, target_pad=1.6, **lead), AdviseConfig(target="t"))  # type: ignore[arg-type]
+    assert shifted[0].strategy == "coral" and shifted[1].options.get("backbone") == "band-stats"
+    assert "shifted target" in shifted[1].reason
+
+
+def test_auto_measures_a_ranked_reference_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eotransfer.evaluation import advise as adv
+
+    calls: list[str] = []
+
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+        calls.append("reference" if rec is None else str(rec.options.get("backbone", rec.strategy)))
+        return [0.9] * 3 if rec is None or rec.options.get("backbone") else [0.7] * 3
+
+    monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    recs = [adv.Recommendation("feature-extraction", dict(adv.REFERENCE_OPTIONS), "", 8.9),
+            adv.Recommendation("linear-probe", {}, "", 8.6)]  # fmt: skip
+    res = adv.measure_candidates([0] * 300, recs, AdviseConfig(top=2))
+    assert calls == ["reference", "band-stats", "linear-probe"]  # not appended a second time as the last candidate
+    assert res["kept_reference"] and res["best"] is recs[0] and res["beats_reference"] is False
+
+
 def test_inspect_the_fixture_and_its_shifted_copy(eurosat_like: Path) -> None:
     f, ds = inspect_task(AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", target=str(eurosat_like),
                                       target_bands="eurosat-ms"))  # fmt: skip
@@ -102,6 +143,7 @@ def test_inspect_the_fixture_and_its_shifted_copy(eurosat_like: Path) -> None:
     # the transfer probe ran both feature sets through cross-validated logistic regression
     assert f.probe_pretrained is not None and f.probe_random is not None
     assert 0.0 <= f.probe_pretrained <= 1.0 and 0.0 <= f.probe_random <= 1.0
+    assert f.probe_reference is not None and 0.0 <= f.probe_reference <= 1.0 and f.probe_reference_se is not None
     g, _ = inspect_task(AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", probe=False))
     assert g.probe_pretrained is None and g.weights_transfer
 
@@ -114,17 +156,21 @@ def test_transfer_probe_subsamples_per_class(eurosat_like: Path, monkeypatch: py
     seen: list[tuple[object, np.ndarray]] = []
 
     def fake_cv(ds: object, rec: object, cfg: object, deadline: float, indices: np.ndarray) -> list[float]:
+        if rec is None:  # the band-statistics reference
+            seen.append(("reference", indices))
+            return [0.95, 0.85]
         seen.append((rec.options["weights"], indices))  # type: ignore[attr-defined]
         return [0.9, 0.7] if rec.options["weights"] else [0.4, 0.6]  # type: ignore[attr-defined]
 
     monkeypatch.setattr(advise_module, "cross_validate", fake_cv)
     ds = eotransfer_data(eurosat_like)
-    pre, rnd, se = advise_module.transfer_probe(ds, "w", AdviseConfig(probe_samples=20))
-    assert (pre, rnd) == pytest.approx((0.8, 0.5))
+    pre, rnd, se, ref, ref_se = advise_module.transfer_probe(ds, "w", AdviseConfig(probe_samples=20))
+    assert (pre, rnd, ref) == pytest.approx((0.8, 0.5, 0.9))
     assert se == pytest.approx(0.2)  # fold-wise differences 0.5 and 0.1: std 0.283 / sqrt(2)
-    assert [w for w, _ in seen] == ["w", None]
+    assert ref_se == pytest.approx(0.05)  # against the pre-trained folds: differences 0.05 and 0.15
+    assert [w for w, _ in seen] == ["w", None, "reference"]
     idx = seen[0][1]
-    assert np.array_equal(idx, seen[1][1]) and len(idx) <= 20 + len(ds.classes)
+    assert np.array_equal(idx, seen[1][1]) and np.array_equal(idx, seen[2][1]) and len(idx) <= 20 + len(ds.classes)
     counts = np.bincount(ds.labels[idx], minlength=len(ds.classes))
     assert (counts >= 2).all()  # every class kept, at least two samples for the folds
 

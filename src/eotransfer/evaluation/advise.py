@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -137,6 +137,11 @@ class TaskFacts:
     probe_random: float | None = None
     #: standard error of the probe's fold-wise difference (pre-trained minus random, on the same folds)
     probe_se: float | None = None
+    #: the band-statistics reference (per-band statistics + logistic regression) on the probe's folds, and the
+    #: standard error of its fold-wise difference from the feature set the ranking counts on (pre-trained
+    #: when :attr:`weights_transfer`, else random init)
+    probe_reference: float | None = None
+    probe_reference_se: float | None = None
     #: the weights were pre-trained on the data's own bands (same sensor); False: bands matched by common
     #: name or wavelength from another sensor (e.g. 10 m Sentinel-2 weights on aerial RGB); None: unknown
     weights_same_sensor: bool | None = None
@@ -174,6 +179,22 @@ class TaskFacts:
         if self.probe_pretrained is None or self.probe_random is None:
             return True
         return self.probe_random - self.probe_pretrained <= (self.probe_se or 0.0)
+
+    @property
+    def reference_leads(self) -> bool:
+        """True when the band-statistics reference beat the probe's network features by more than one standard error.
+
+        The same test as :attr:`weights_transfer`, one step further: the network's features (pre-trained when
+        they transfer, else random init) are the prior, and the reference displaces them only when it scores
+        above them by more than one standard error of the paired fold-wise difference.  A logistic regression
+        on a network's frozen features is the cheapest strategy built on it; when plain band statistics beat
+        it on these labels, the spectra carry the classes better than the features do, as on EuroSAT east ->
+        west at 3 labels per class (benchmarks/README.md, "New regions").
+        """
+        if self.probe_reference is None or self.probe_pretrained is None or self.probe_random is None:
+            return False
+        arm = self.probe_pretrained if self.weights_transfer else self.probe_random
+        return self.probe_reference - arm > (self.probe_reference_se or 0.0)
 
 
 def band_coverage(data_bands: Any, weight_bands: Any) -> float:
@@ -243,14 +264,30 @@ def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
                       shared_kernel_share=mapping.shared_share if mapping else 0.0, dates=dates,
                       new_regions=cfg.new_regions or bool(cfg.target))  # fmt: skip
     if cfg.probe and weights is not None and cov >= MIN_BAND_COVERAGE and min(counts.values(), default=0) >= 2:
-        facts.probe_pretrained, facts.probe_random, facts.probe_se = transfer_probe(ds, weights, cfg)
+        probe = transfer_probe(ds, weights, cfg)
+        facts.probe_pretrained, facts.probe_random, facts.probe_se = probe.pretrained, probe.random, probe.se
+        facts.probe_reference, facts.probe_reference_se = probe.reference, probe.reference_se
     return facts, ds
 
 
-def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> tuple[float, float, float]:
+class ProbeResult(NamedTuple):
+    """The transfer probe's mean CV accuracies and the standard errors of their paired fold-wise differences."""
+
+    pretrained: float
+    random: float
+    #: of pre-trained minus random
+    se: float
+    #: band statistics + logistic regression on the same folds
+    reference: float
+    #: of the reference minus the feature set the ranking counts on (pre-trained unless random beat it beyond ``se``)
+    reference_se: float
+
+
+def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> ProbeResult:
     """Do the weights' features transfer to these images?  Mean CV accuracy, pre-trained vs. random init.
 
-    Returns both means and the standard error of their fold-wise difference (the folds are the same).
+    Returns both means and the standard error of their fold-wise difference (the folds are the same), and
+    the band-statistics reference on the same folds (:attr:`TaskFacts.reference_leads`).
 
     Run by :func:`inspect_task` when every class has at least two labelled samples (two folds).
 
@@ -275,7 +312,11 @@ def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> tuple[float, flo
     for w in (weights, None):
         rec = Recommendation("feature-extraction", {"weights": w, "classifier": "logreg"}, "probe", 0.0)
         folds.append(np.asarray(cross_validate(ds, rec, cfg, math.inf, indices=idx)))
-    return float(folds[0].mean()), float(folds[1].mean()), standard_error(folds[0] - folds[1])
+    pre, rnd = folds
+    se = standard_error(pre - rnd)
+    ref = np.asarray(cross_validate(ds, None, cfg, math.inf, indices=idx))
+    arm = pre if rnd.mean() - pre.mean() <= se else rnd  # as TaskFacts.weights_transfer decides
+    return ProbeResult(float(pre.mean()), float(rnd.mean()), se, float(ref.mean()), standard_error(ref - arm))
 
 
 def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
@@ -392,6 +433,19 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
                 f"{'5-20 labels per class' if k < 50 else 'all labels'}; {k} labels per class here)", weights=None,
                 per_date=True,
                 **per_date[1])  # fmt: skip
+    if facts.reference_leads:
+        arm = "pre-trained" if pre else "randomly initialised"
+        shifted = facts.target_pad is not None and facts.target_pad >= PAD_SHIFT
+        recs.append(Recommendation(
+            "feature-extraction", dict(REFERENCE_OPTIONS),
+            f"per-band statistics + logistic regression (the reference row, --backbone band-stats) beat a logistic "
+            f"regression on the {arm} network's frozen features on these labels by more than one standard error "
+            f"(transfer probe, cross-validated: {facts.probe_reference:.3f} vs. "
+            f"{facts.probe_pretrained if pre else facts.probe_random:.3f}): the spectra carry these classes better "
+            "than the features do" + ("; ranked below adapting to the shifted target, which the probe cannot see"
+                                      if shifted else ""),
+            8.4 if shifted else 8.9,
+        ))  # fmt: skip
     if cfg.robust:
         add("adversarial", 9.5, "the model must withstand perturbations: adversarial fine-tuning (PGD) trades a "
             "little clean accuracy for robust accuracy")  # fmt: skip
@@ -506,7 +560,13 @@ def facts_table(facts: TaskFacts) -> str:
             if facts.probe_pretrained is None or facts.probe_random is None
             else f"frozen features + logistic regression (CV): pre-trained {facts.probe_pretrained:.3f}, random init "
             f"{facts.probe_random:.3f}, standard error of the difference {facts.probe_se or 0.0:.3f}"
-            + ("" if facts.weights_transfer else ": the weights do not transfer"),
+            + ("" if facts.weights_transfer else ": the weights do not transfer")
+            + (
+                ""
+                if facts.probe_reference is None
+                else f"; band statistics {facts.probe_reference:.3f} (SE {facts.probe_reference_se or 0.0:.3f})"
+                + (": the reference leads" if facts.reference_leads else "")
+            ),
         ),  # fmt: skip
         (
             "shared kernels",
@@ -575,8 +635,10 @@ def cross_validate(
         if rec is None:
             accs.append(float(reference_accuracy(ds, split, cfg.seed)["overall_accuracy"]))
             continue
-        res = fit(ds, split_override=split, strategy=rec.strategy, backbone=cfg.backbone, seed=cfg.seed,
-                  progress=False, verbose=False, **rec.options)  # fmt: skip
+        options = dict(rec.options)
+        backbone = options.pop("backbone", cfg.backbone)  # the reference brings its own
+        res = fit(ds, split_override=split, strategy=rec.strategy, backbone=backbone, seed=cfg.seed,
+                  progress=False, verbose=False, **options)  # fmt: skip
         accs.append(float(res.metrics["test"]["overall_accuracy"]))
     return accs
 
@@ -631,7 +693,8 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     if not scored:
         raise ConfigError("--auto: no candidate could be measured within --budget-minutes; raise the budget")
     reference = None
-    if cfg.auto_reference and ref_accs:  # ranked last: kept only when nothing ranked above it is within one SE
+    ranked_reference = any(r.options.get("backbone") == REFERENCE_OPTIONS["backbone"] for r, _ in scored)
+    if cfg.auto_reference and ref_accs and not ranked_reference:  # last: kept only when nothing above is within 1 SE
         reference = reference_candidate()
         reference.cv_accuracy, reference.cv_ci95 = ref[0], 0.0 if math.isnan(ref[1]) else ref[1]
         scored.append((reference, ref_accs))
@@ -642,8 +705,9 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     best = top
     if cfg.one_se:
         best = next(r for r, _ in scored if (r.cv_accuracy or 0.0) >= (top.cv_accuracy or 0.0) - top_se)
-    return {"reference_cv": ref, "best": best, "best_measured": top, "kept_reference": best is reference,
-            "beats_reference": best is not reference and (best.cv_accuracy or 0.0) > ref[0],
+    kept_reference = best is reference or best.options.get("backbone") == REFERENCE_OPTIONS["backbone"]
+    return {"reference_cv": ref, "best": best, "best_measured": top, "kept_reference": kept_reference,
+            "beats_reference": not kept_reference and (best.cv_accuracy or 0.0) > ref[0],
             "cross_validated": True}  # fmt: skip
 
 
