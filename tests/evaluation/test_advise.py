@@ -91,28 +91,42 @@ def test_for_new_regions_with_few_labels_a_linear_head_on_frozen_features_comes_
     assert ranked(facts(k=5, weights=None, new_regions=True)) == ranked(facts(k=5, weights=None))
 
 
-def test_the_reference_comes_first_only_when_it_beats_the_network_features_beyond_one_standard_error() -> None:
+def test_the_reference_comes_first_only_when_it_beats_the_frozen_features_the_first_choice_uses() -> None:
+    from eotransfer.evaluation.advise import cautions
+
     lead = dict(probe_pretrained=0.44, probe_random=0.40, probe_se=0.03, probe_reference=0.52, probe_reference_se=0.03)
     f = facts(k=3, weights_same_sensor=True, new_regions=True, **lead)  # type: ignore[arg-type]
     assert f.weights_transfer and f.reference_leads
     recs = recommend(f, AdviseConfig())
     assert recs[0].options == {"backbone": "band-stats", "classifier": "logreg"}  # no weights: nothing to load
     assert recs[0].strategy == "feature-extraction" and "0.520 vs. 0.440" in recs[0].reason
+    assert "the first choice, linear-probe, is such a classifier" in recs[0].reason
     assert [r.strategy for r in recs[1:3]] == ["linear-probe", "progressive-unfreeze"]  # the ranking follows
+    assert any("beat the network's frozen features on the transfer probe (0.520 vs. 0.440" in c for c in cautions(f))
+    # another sensor: the first choice is frozen features + logistic regression, displaced the same way
+    cross = recommend(facts(k=5, weights_same_sensor=False, **lead), AdviseConfig())  # type: ignore[arg-type]
+    assert cross[0].options.get("backbone") == "band-stats" and cross[1].strategy == "feature-extraction"
+    # a first choice that adapts the features (unfreezing on the labelled regions): the probe did not measure it,
+    # so it stays first, with a caution
+    same = facts(k=5, weights_same_sensor=True, **lead)  # type: ignore[arg-type]
+    assert ranked(same)[0] == "progressive-unfreeze"
+    assert all(r.options.get("backbone") != "band-stats" for r in recommend(same, AdviseConfig()))
+    assert any("Strategies that adapt the features may still do better" in c for c in cautions(same))
     # within one standard error (0.08 < 0.10), a tie, or no probe: the network's features are the prior
     assert not facts(k=3, **{**lead, "probe_reference_se": 0.10}).reference_leads  # type: ignore[arg-type]
     assert not facts(k=3, **{**lead, "probe_reference": 0.44}).reference_leads  # type: ignore[arg-type]
     assert not facts(k=3, probe_reference=0.9).reference_leads
-    assert ranked(facts(k=3, **{**lead, "probe_reference_se": 0.10}))[0] == "progressive-unfreeze"  # type: ignore[arg-type]
-    # weights that do not transfer: compared with the random-init features, the better of the two
+    assert not any("transfer probe (" in c for c in cautions(facts(k=3, probe_reference=0.9)))
+    near = facts(k=3, weights_same_sensor=True, new_regions=True, **{**lead, "probe_reference_se": 0.10})  # type: ignore[arg-type]
+    assert ranked(near)[0] == "linear-probe"
+    # weights that do not transfer: compared with the random-init features; the first choice then trains from
+    # scratch, which the probe does not measure
     scratch = dict(probe_pretrained=0.30, probe_random=0.60, probe_se=0.02, probe_reference_se=0.02)
     assert not facts(k=20, probe_reference=0.61, **scratch).reference_leads  # type: ignore[arg-type]
     f = facts(k=20, probe_reference=0.70, **scratch)  # type: ignore[arg-type]
-    assert f.reference_leads and "randomly initialised network's" in recommend(f, AdviseConfig())[0].reason
+    assert f.reference_leads and ranked(f)[0] == "protonet"
     # a shifted target: adapting to it (which the probe cannot see) stays first
-    shifted = recommend(facts(k=3, target_pad=1.6, **lead), AdviseConfig(target="t"))  # type: ignore[arg-type]
-    assert shifted[0].strategy == "coral" and shifted[1].options.get("backbone") == "band-stats"
-    assert "shifted target" in shifted[1].reason
+    assert ranked(facts(k=3, target_pad=1.6, **lead), target="t")[0] == "coral"  # type: ignore[arg-type]
 
 
 def test_auto_measures_a_ranked_reference_once(monkeypatch: pytest.MonkeyPatch) -> None:

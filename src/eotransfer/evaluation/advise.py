@@ -38,6 +38,9 @@ PAD_SHIFT = 1.0
 #: pre-trained weights are not counted on when at least this share of the data's bands shares a first-layer
 #: kernel with another data band (a pre/post stack on single-date weights: the network sees only their sum)
 MAX_SHARED_KERNELS = 0.5
+#: strategies that classify a network's frozen features, what the transfer probe measures
+FROZEN_FEATURE_STRATEGIES = frozenset({"linear-probe", "feature-extraction"})
+
 #: how to fit the band-statistics reference as a deployable model (models/band_statistics.py)
 REFERENCE_FIT = "eotransfer fit {data} --backbone band-stats --strategy feature-extraction --out MODEL_DIR"
 #: the fit options of that model, as --auto keeps it
@@ -433,19 +436,6 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
                 f"{'5-20 labels per class' if k < 50 else 'all labels'}; {k} labels per class here)", weights=None,
                 per_date=True,
                 **per_date[1])  # fmt: skip
-    if facts.reference_leads:
-        arm = "pre-trained" if pre else "randomly initialised"
-        shifted = facts.target_pad is not None and facts.target_pad >= PAD_SHIFT
-        recs.append(Recommendation(
-            "feature-extraction", dict(REFERENCE_OPTIONS),
-            f"per-band statistics + logistic regression (the reference row, --backbone band-stats) beat a logistic "
-            f"regression on the {arm} network's frozen features on these labels by more than one standard error "
-            f"(transfer probe, cross-validated: {facts.probe_reference:.3f} vs. "
-            f"{facts.probe_pretrained if pre else facts.probe_random:.3f}): the spectra carry these classes better "
-            "than the features do" + ("; ranked below adapting to the shifted target, which the probe cannot see"
-                                      if shifted else ""),
-            8.4 if shifted else 8.9,
-        ))  # fmt: skip
     if cfg.robust:
         add("adversarial", 9.5, "the model must withstand perturbations: adversarial fine-tuning (PGD) trades a "
             "little clean accuracy for robust accuracy")  # fmt: skip
@@ -459,6 +449,20 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
             add("distill", 9.8, f"{cfg.backbone} has {n / 1e6:.1f} M parameters, above the {cfg.max_params_m} M limit: "
                 "train the best strategy, then distil it into a smaller student (--teacher)")  # fmt: skip
     recs.sort(key=lambda r: -r.score)
+    if facts.reference_leads and recs and recs[0].strategy in FROZEN_FEATURE_STRATEGIES:
+        # the probe measured what the first choice is, a classifier on the network's frozen features, and the
+        # reference beat it; a first choice that adapts the features (unfreezing, fine-tuning, from scratch)
+        # was not measured by the probe, and cautions() says so instead
+        arm = "pre-trained" if facts.weights_transfer else "randomly initialised"
+        recs.insert(0, Recommendation(
+            "feature-extraction", dict(REFERENCE_OPTIONS),
+            f"per-band statistics + logistic regression (the reference row, --backbone band-stats) beat a logistic "
+            f"regression on the {arm} network's frozen features by more than one standard error on these labels "
+            f"(transfer probe, cross-validated: {facts.probe_reference:.3f} vs. "
+            f"{facts.probe_pretrained if facts.weights_transfer else facts.probe_random:.3f}), and the first choice, "
+            f"{recs[0].strategy}, is such a classifier: the spectra carry these classes better than the features do",
+            recs[0].score + 0.1,
+        ))  # fmt: skip
     return recs
 
 
@@ -519,6 +523,14 @@ def cautions(facts: TaskFacts, min_per_class: int = 5, auto: bool = False, auto_
             "logistic regression beat every transfer strategy east -> west at 3 labels per class (0.480 vs. "
             "0.445). Compare against that reference on a held-out region of your own (eotransfer benchmark "
             "reports it beside every strategy; --backbone band-stats --strategy feature-extraction fits it as a model)"
+        )
+    if facts.reference_leads and facts.probe_reference is not None:
+        out.append(
+            f"per-band statistics + logistic regression beat the network's frozen features on the transfer probe "
+            f"({facts.probe_reference:.3f} vs. "
+            f"{facts.probe_pretrained if facts.weights_transfer else facts.probe_random:.3f}, beyond one standard "
+            "error). Strategies that adapt the features may still do better, which the probe does not measure: "
+            "compare them with --auto, which counts the reference as a candidate"
         )
     n = sum(facts.labels_per_class.values())
     measured = (
