@@ -5,8 +5,10 @@ For each benchmark table given (``rows.jsonl`` of ``reuse_strategies.py``/``pret
 for its first choice on that data set with that many labels per class (its rules, without ``--auto``),
 and the choice is looked up in the table with its initialisation (pre-trained, or from scratch when the
 advisor's transfer probe found that the weights do not transfer).  Reported: the advisor's pick and its
-mean accuracy, the best strategy's (pre-trained or from scratch), and the gap.  Reference rows (band statistics + logistic
-regression, training from scratch) are shown but are not strategies the advisor can pick.
+mean accuracy, the best strategy's (pre-trained or from scratch), and the gap.  The band-statistics reference row
+(band statistics + logistic regression) counts as a strategy: the advisor can pick it, as ``--backbone band-stats``
+(its ranking puts it first when it beats the frozen features the first choice would use on the transfer probe, and
+``--auto`` counts it as a candidate); ``--auto`` reports the gap to the best strategy without it beside.
 
 Rows of strategies that adapt to unlabelled target imagery (their parameters have a ``target``: dann, mmd,
 coral, adabn; in a grid they adapt to the test side's images, ``target: "@test"``) are compared apart: the
@@ -102,15 +104,17 @@ def needs_target(strategy: str) -> bool:
     return "target" in {f.name for f in dataclasses.fields(cls.Params)}
 
 
+#: the band-statistics reference as the tables name it: (strategy, init)
+REFERENCE_KEY = ("band-stats+LR", "—")
+
+
 def advisor_name(rec: Any) -> str:
+    if rec.options.get("backbone") == "band-stats":
+        return REFERENCE_KEY[0]
     name = str(rec.strategy)
     if rec.strategy == "feature-extraction":
         name = f"feature-extraction:{rec.options.get('classifier', 'logreg')}"
     return name + (PER_DATE if rec.options.get("per_date") else "")
-
-
-#: the band-statistics reference as the tables name it: (strategy, init)
-REFERENCE_KEY = ("band-stats+LR", "—")
 
 
 def advisor_pick(rec: Any) -> tuple[str, str]:
@@ -160,7 +164,7 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
         means = {(i, s): float(np.mean(v)) for (kk, i, s), v in by.items() if kk == k}
         # every strategy the advisor could pick, from pre-trained weights or from scratch; those adapting to the
         # test images apart (not the reference)
-        strategies = {(s, i): m for (i, s), m in means.items() if pickable(i, s)}
+        strategies = {(s, i): m for (i, s), m in means.items() if pickable(i, s) or (s, i) == REFERENCE_KEY}
         adapting = {(s, i): m for (i, s), m in means.items() if i in ("pretrained", "scratch") and needs_target(s)}
         if not strategies:
             continue
