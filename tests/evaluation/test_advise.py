@@ -259,6 +259,31 @@ def test_the_reference_is_kept_only_beyond_one_standard_error_of_every_candidate
     assert not adv.measure_candidates([0] * 3000, recs, AdviseConfig(top=1, auto_reference=False))["kept_reference"]
 
 
+def test_the_appended_reference_decides_only_whether_to_fall_back_not_which_strategy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eotransfer.evaluation import advise as adv
+
+    # west -> east, 5 labels per class, seed 0 (benchmarks/README.md): 50 samples, binomial SEs about 0.07
+    folds = {"linear-probe": [0.52] * 3, "progressive-unfreeze": [0.54] * 3, None: [0.60] * 3}
+    monkeypatch.setattr(adv, "cross_validate", lambda ds, rec, cfg, deadline: folds[rec and rec.strategy])
+    recs = [adv.Recommendation("linear-probe", {}, "", 8.6), adv.Recommendation("progressive-unfreeze", {}, "", 8.2)]
+    res = adv.measure_candidates([0] * 50, recs, AdviseConfig(top=2))
+    # among the strategies the one-SE bar is 0.54 - 0.070: the first-ranked linear probe stays; the reference's bar
+    # 0.60 - 0.069 = 0.531 would have dropped it, but 0.54 lies within one SE of the reference: no fallback
+    assert res["best"].strategy == "linear-probe" and not res["kept_reference"]
+    assert res["best_measured"].options.get("backbone") == "band-stats"
+    assert res["best"] is adv.measure_candidates([0] * 50, recs, AdviseConfig(top=2, auto_reference=False))["best"]
+    folds[None] = [0.62] * 3  # 0.62 - 0.069 = 0.551: every strategy is beyond one SE below it
+    assert adv.measure_candidates([0] * 50, recs, AdviseConfig(top=2))["kept_reference"]
+    best = adv.measure_candidates([0] * 50, recs, AdviseConfig(top=2, one_se=False))["best"]
+    assert best.options.get("backbone") == "band-stats"  # without the rule: the highest mean, the reference
+    folds[None] = [0.53] * 3
+    assert adv.measure_candidates([0] * 50, recs, AdviseConfig(top=2, one_se=False))["best"].strategy == (
+        "progressive-unfreeze"
+    )
+
+
 def test_auto_below_its_minimum_keeps_the_rankings_first_choice_without_measuring(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
