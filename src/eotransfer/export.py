@@ -24,7 +24,6 @@ classifiers (kNN, RBF SVM, random forest) have no graph form here and are refuse
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import time
@@ -41,6 +40,7 @@ from eotransfer.card import CARD_MD, atomic_write_dir, load_model
 from eotransfer.data.base import EODataset, open_dataset
 from eotransfer.data.normalization import Normalizer
 from eotransfer.errors import ConfigError, DataError, WeightError
+from eotransfer.evaluation.classical import folded_network
 from eotransfer.models.weights import CARD_FILE
 
 FORMATS = ("onnx", "torchscript")
@@ -91,7 +91,7 @@ def export_model(
         raise ConfigError(f"--out {target}: is the model directory itself; choose another folder for the export")
     saved = load_model(src)
     card = saved.card
-    net = _with_linear_head(saved, src) if saved.classifier is not None else saved.network.eval()
+    net = folded_network(saved, "ONNX/TorchScript")
     n_bands, img_size = len(card["bands"]), int(card["img_size"])
     inputs, provenance = _check_inputs(card, check_data, check_bands, n_check)
     masked = _mask(inputs)
@@ -183,31 +183,6 @@ def export_model(
 
     atomic_write_dir(target, write)
     return {**report, "path": str(target)}
-
-
-def _with_linear_head(saved: Any, src: Path) -> torch.nn.Module:
-    """A copy of a feature-extraction model's network whose head is its linear scikit-learn classifier, folded."""
-    from eotransfer.evaluation.classical import LINEAR_CLASSIFIERS, POOLED, linear_head
-
-    info = saved.card.get("classifier") or {}
-    name, stage = str(info.get("name", "?")), str(info.get("stage", POOLED))
-    head = getattr(saved.network, "head", None)
-    if name not in LINEAR_CLASSIFIERS or not isinstance(head, torch.nn.Linear) or stage != POOLED:
-        why = (f"the '{name}' classifier is not linear" if name not in LINEAR_CLASSIFIERS
-               else f"it classifies the '{stage}' stage's features" if stage != POOLED
-               else "its network has no linear head to replace")  # fmt: skip
-        raise ConfigError(
-            f"{src}: its head is a scikit-learn classifier that ONNX/TorchScript cannot hold ({why}); only "
-            f"{' and '.join(LINEAR_CLASSIFIERS)} on the pooled features fold into the graph. Refit with "
-            "`--classifier logreg`, or with a neural head (linear-probe, finetune, ...)"
-        )
-    try:
-        layer = linear_head(saved.classifier, head.in_features, len(saved.card["classes"]))
-    except ConfigError as exc:
-        raise ConfigError(f"{src}: {exc}; refit with `--classifier logreg` to export it") from exc
-    net = copy.deepcopy(saved.network).eval()
-    net.head = layer
-    return net
 
 
 def _head_parity(

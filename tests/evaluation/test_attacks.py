@@ -238,9 +238,17 @@ def test_cli_evaluate_attack(saved: Path, eurosat_like: Path, capsys: pytest.Cap
     assert "eotransfer: error: --eps: 1 reflectance" in capsys.readouterr().err
 
 
-def test_sklearn_headed_model_is_refused(eurosat_like: Path, tmp_path: Path) -> None:
-    out = tmp_path / "fe"
-    eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="feature-extraction", backbone="resnet18",
-                   accelerator="cpu", progress=False, verbose=False, out=str(out))  # fmt: skip
-    with pytest.raises(ConfigError, match="^--attack: .*scikit-learn"):
-        eotransfer.evaluate(out, eurosat_like, attack="pgd", eps="0.001")
+def test_a_linear_scikit_learn_head_is_attacked_through_its_folded_head(eurosat_like: Path, tmp_path: Path) -> None:
+    fit = {"bands": "eurosat-ms", "strategy": "feature-extraction", "backbone": "resnet18", "accelerator": "cpu",
+           "progress": False, "verbose": False}  # fmt: skip
+    eotransfer.fit(eurosat_like, classifier="logreg", out=str(tmp_path / "fe"), **fit)
+    plain = eotransfer.evaluate(tmp_path / "fe", eurosat_like)
+    res = eotransfer.evaluate(tmp_path / "fe", eurosat_like, attack="pgd", eps="0.004")["attack"]
+    # the folded head predicts what the scikit-learn classifier predicts: the same clean accuracy
+    assert res["clean_accuracy"] == pytest.approx(plain["overall_accuracy"])
+    assert res["robust_accuracy"] < res["clean_accuracy"]  # the gradient reaches the input through the backbone
+    eotransfer.fit(eurosat_like, classifier="knn", out=str(tmp_path / "knn"), **fit)
+    with pytest.raises(
+        ConfigError, match="^--attack: .*a gradient attack cannot use .the 'knn' classifier is not linear"
+    ):
+        eotransfer.evaluate(tmp_path / "knn", eurosat_like, attack="pgd", eps="0.001")

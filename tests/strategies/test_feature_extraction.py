@@ -159,10 +159,39 @@ def test_export_and_distill_refuse_a_non_linear_scikit_learn_head(
     for name in ("knn", "rbf-svm", "random-forest"):
         with pytest.raises(ConfigError, match=f"the '{name}' classifier is not linear.*--classifier logreg"):
             export_model(fitted[name].out, tmp_path / "x")
-    with pytest.raises(ConfigError, match="--teacher: .* scikit-learn head"):
-        eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="distill", teacher=str(fitted["logreg"].out),
+    with pytest.raises(ConfigError, match="--teacher: .*distillation cannot use .the 'knn' classifier is not linear"):
+        eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="distill", teacher=str(fitted["knn"].out),
                        backbone="resnet10t", labels_per_class=6, epochs=1, progress=False, verbose=False)  # fmt: skip
     assert not (tmp_path / "x").exists()
+
+
+def test_a_linear_scikit_learn_teacher_distils_through_its_folded_head(
+    fitted: dict[str, Any], eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from eotransfer.data.base import open_dataset
+    from eotransfer.strategies import distill
+
+    teachers: list[torch.nn.Module] = []
+    prepare = distill.Distill.prepare
+
+    def spy(self: distill.Distill, dataset: Any, split: Any, model: torch.nn.Module) -> None:
+        prepare(self, dataset, split, model)
+        assert self.teacher is not None
+        teachers.append(self.teacher)
+
+    monkeypatch.setattr(distill.Distill, "prepare", spy)
+    result = eotransfer.fit(eurosat_like, bands="eurosat-ms", strategy="distill", teacher=str(fitted["logreg"].out),
+                            backbone="resnet10t", labels_per_class=6, epochs=1, progress=False, verbose=False,
+                            out=str(tmp_path / "student"))  # fmt: skip
+    assert result.card["strategy"]["name"] == "distill" and (tmp_path / "student" / "card.json").is_file()
+    # the teacher the student learnt from is the scikit-learn classifier: its softmax is predict_proba
+    ds = open_dataset(eurosat_like, bands="eurosat-ms")
+    images = np.stack([ds.checked_read(i) for i in range(len(ds))]).astype(np.float32)
+    with torch.no_grad():
+        probs = torch.softmax(teachers[0](torch.from_numpy(images)), 1).numpy()
+    np.testing.assert_allclose(probs, load_model(fitted["logreg"].out).predict_proba(images), atol=1e-4)
 
 
 def test_intermediate_stage_embeds_fits_and_reloads(

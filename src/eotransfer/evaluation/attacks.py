@@ -296,15 +296,15 @@ def attack_saved_model(saved: Any, ds: Any, indices: np.ndarray, labels: np.ndar
         raise ConfigError(f"--attack: {attack!r} is not one of {', '.join(ATTACKS)}")
     if eps is None:
         raise ConfigError(f"--attack {attack}: needs --eps, the budget in reflectance units (e.g. --eps 0.005)")
-    if saved.classifier is not None:
-        raise ConfigError(
-            f"--attack: {saved.path} classifies with a scikit-learn model on the backbone's features (strategy "
-            f"{saved.card['strategy']['name']}), which has no input gradient; attack a model with a neural head "
-            "(linear-probe, finetune, adversarial, ...)"
-        )
+    from eotransfer.evaluation.classical import folded_network
+
+    try:  # a linear scikit-learn head folds into the network, which gives the input gradient
+        network = folded_network(saved, "a gradient attack")
+    except ConfigError as e:
+        raise ConfigError(f"--attack: {e}") from e
     steps = int(options["pgd_steps"]) if options.get("pgd_steps") is not None else 10
     lo, hi = band_range(ds.checked_read, indices)
     budget = make_budget(eps, saved.bands, lo, hi, options.get("value_per_reflectance"))
-    result = robust_accuracy(saved.network, ds.checked_read, indices, labels, budget, attack, steps,
+    result = robust_accuracy(network, ds.checked_read, indices, labels, budget, attack, steps,
                              int(options.get("seed") or 0))  # fmt: skip
     return {**result, "eps": str(eps), **budget.to_dict(saved.bands.names), "range_from": "evaluated samples"}

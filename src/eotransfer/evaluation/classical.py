@@ -158,6 +158,41 @@ def linear_head(clf: Any, num_features: int, n_classes: int) -> torch.nn.Linear:
     return layer
 
 
+def folded_network(saved: Any, use: str) -> torch.nn.Module:
+    """A saved model's network in eval mode, its scikit-learn classifier (if any) folded into the linear head.
+
+    A model with a neural head is returned as it is.  A feature-extraction model whose classifier is linear
+    (:data:`LINEAR_CLASSIFIERS`) on the pooled features gets a copy of its network whose head is
+    :func:`linear_head`: its logits' softmax is the classifier's probabilities, so ONNX export, distillation
+    (logits to soften) and gradient attacks (an input gradient) can use it.  Any other classifier raises a
+    :class:`ConfigError` naming ``use`` (what needs the network) and the remedy.
+    """
+    import copy
+
+    net = saved.network
+    if saved.classifier is None:
+        return net.eval()  # type: ignore[no-any-return]
+    info = saved.card.get("classifier") or {}
+    name, stage = str(info.get("name", "?")), str(info.get("stage", POOLED))
+    head = getattr(net, "head", None)
+    if name not in LINEAR_CLASSIFIERS or not isinstance(head, torch.nn.Linear) or stage != POOLED:
+        why = (f"the '{name}' classifier is not linear" if name not in LINEAR_CLASSIFIERS
+               else f"it classifies the '{stage}' stage's features" if stage != POOLED
+               else "its network has no linear head to replace")  # fmt: skip
+        raise ConfigError(
+            f"{saved.path}: its head is a scikit-learn classifier that {use} cannot use ({why}); only "
+            f"{' and '.join(LINEAR_CLASSIFIERS)} on the pooled features fold into the network. Refit with "
+            "`--classifier logreg`, or with a neural head (linear-probe, finetune, ...)"
+        )
+    try:
+        layer = linear_head(saved.classifier, head.in_features, len(saved.card["classes"]))
+    except ConfigError as exc:
+        raise ConfigError(f"{saved.path}: {exc}; refit with `--classifier logreg`") from exc
+    folded = copy.deepcopy(net).eval()
+    folded.head = layer
+    return folded  # type: ignore[no-any-return]
+
+
 def dump_classifier(clf: Any) -> bytes:
     import skops.io as sio
 

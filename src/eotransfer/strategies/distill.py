@@ -67,6 +67,7 @@ class Distill(Strategy):
 
     def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
         from eotransfer.card import load_model
+        from eotransfer.evaluation.classical import folded_network
 
         path = self.params.teacher
         if not path:
@@ -75,11 +76,6 @@ class Distill(Strategy):
             saved = load_model(path)
         except EOTransferError as e:
             raise ConfigError(f"--teacher: {e}") from e
-        if saved.classifier is not None:
-            raise ConfigError(
-                f"--teacher: {path} has a scikit-learn head (feature-extraction) and no logits to distil; "
-                "choose a teacher trained with a neural head (linear-probe, finetune, ...)"
-            )
         bands = saved.bands.keys
         if list(dataset.bands.keys) != bands:
             raise BandError(
@@ -91,7 +87,10 @@ class Distill(Strategy):
                 f"--teacher: {path} knows other classes than the data's ({_difference(list(dataset.classes), saved.classes)}); "
                 "distil from a teacher trained on these classes"
             )  # fmt: skip
-        teacher = saved.network.eval()
+        try:  # a linear scikit-learn head (feature-extraction) folds into logits to soften
+            teacher = folded_network(saved, "distillation")
+        except ConfigError as e:
+            raise ConfigError(f"--teacher: {e}") from e
         teacher.requires_grad_(False)
         n_student, n_teacher = n_parameters(model), n_parameters(teacher)
         if n_student > n_teacher:
