@@ -60,6 +60,25 @@ def test_second_task_keeps_the_first_bit_identical(eurosat_like: Path, first: Pa
     assert run(["evaluate", str(out), str(eurosat_like), "--bands", "eurosat-ms", "--task", "land"]) == 0
 
 
+def test_a_linear_scikit_learn_model_is_an_earlier_column_through_its_folded_head(
+    eurosat_like: Path, tmp_path: Path
+) -> None:
+    ds1 = ClassFolderDataset(eurosat_like, bands="eurosat-ms")
+    fe = {k: v for k, v in SHORT.items() if k not in ("head_epochs", "epochs", "batch_size", "patience")}
+    eotransfer.fit(ds1, strategy="feature-extraction", classifier="logreg", out=str(tmp_path / "fe"), **fe)
+    x1 = np.stack([ds1.checked_read(i) for i in range(len(ds1))])
+    before = load_model(tmp_path / "fe").predict_proba(x1)  # scikit-learn's probabilities
+    out = tmp_path / "two"
+    eotransfer.fit(rgb(eurosat_like), strategy="progressive", previous=str(tmp_path / "fe"), task="rgb-land",
+                   column_band_policy="mean", out=str(out), **SHORT)  # fmt: skip
+    earlier = load_model(out, task="fe")
+    np.testing.assert_allclose(earlier.predict_proba(x1), before, atol=1e-4)  # the first task kept, float32 head
+    eotransfer.fit(ds1, strategy="feature-extraction", classifier="knn", out=str(tmp_path / "knn"), **fe)
+    with pytest.raises(ConfigError, match="^--previous: .*earlier column cannot use .the 'knn' classifier is not"):
+        eotransfer.fit(rgb(eurosat_like), strategy="progressive", previous=str(tmp_path / "knn"),
+                       column_band_policy="mean", **SHORT)  # fmt: skip
+
+
 def test_bands_the_first_column_needs_require_a_policy(eurosat_like: Path, first: Path) -> None:
     with pytest.raises(BandError, match=r"task 'rgb': column 1 \('land'\) takes the bands .*B01.*--column-band-policy"):
         eotransfer.fit(rgb(eurosat_like), strategy="progressive", previous=str(first), task="rgb", **SHORT)

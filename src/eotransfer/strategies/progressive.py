@@ -52,15 +52,17 @@ def _arch_name(column: nn.Module) -> str:
 def load_previous(path: str) -> tuple[Any, list[TaskSpec]]:
     """The saved network of ``--previous`` and its tasks (one for a plain model)."""
     from eotransfer.card import load_model
+    from eotransfer.evaluation.classical import folded_network
 
     try:
         saved = load_model(path)
     except EOTransferError as e:
         raise ConfigError(f"--previous: {e}") from e
     card = saved.card
-    if saved.classifier is not None:
-        raise ConfigError(f"--previous: {path} has a scikit-learn head and no network head to keep; choose a "
-                          "model trained with a neural head (finetune, linear-probe, progressive)")  # fmt: skip
+    try:  # a linear scikit-learn head (feature-extraction) is kept as the linear layer it folds into
+        network = folded_network(saved, "a progressive network's earlier column")
+    except ConfigError as e:
+        raise ConfigError(f"--previous: {e}") from e
     builder = card.get("network", {}).get("builder")
     if builder not in (None, BUILDER):
         raise ConfigError(f"--previous: {path} holds a '{builder}' network; progressive networks grow from a plain "
@@ -72,7 +74,7 @@ def load_previous(path: str) -> tuple[Any, list[TaskSpec]]:
         check_family(card["arch"], "--previous")
         tasks = [TaskSpec(card.get("name") or Path(path).name, list(card["classes"]), saved.bands, card["arch"],
                           card.get("img_size"), None, card["normalization"])]  # fmt: skip
-    return saved.network, tasks
+    return network, tasks
 
 
 @register_strategy
