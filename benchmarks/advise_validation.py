@@ -219,6 +219,7 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
     out = []
     for k in [k for k in table_ks if ks is None or str(k) in ks]:
         picks, got, lines = [], [], []
+        got_auto: dict[str, Any] = {}
         for seed in seeds:
             t0 = time.time()
             split = grid_split(ds, base_split(ds, bench.split, seed), k, seed)
@@ -239,6 +240,10 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
             pick = advisor_pick(best)
             picks.append(pick)
             measured = ", ".join(f"{advisor_name(r)} {r.cv_accuracy:.3f}" for r in recs if r.cv_accuracy is not None)
+            ref_cv = got_auto.get("reference_cv") if measure and how == "CV" else None
+            if ref_cv is not None and not any(advisor_name(r) == "band-stats+LR" and r.cv_accuracy is not None
+                                              for r in recs):  # fmt: skip
+                measured += f", band-stats+LR (appended) {ref_cv[0]:.3f}"
             probe = "" if facts.probe_pretrained is None else (
                 f"; probe pre-trained {facts.probe_pretrained:.3f} / random {facts.probe_random:.3f} (SE "
                 f"{facts.probe_se:.3f}) / band stats {facts.probe_reference:.3f} (SE {facts.probe_reference_se:.3f})")  # fmt: skip
