@@ -186,7 +186,8 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
 
 def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: float, top: int,
                   ks: list[str] | None = None, measure: bool = True, auto_min_samples: int = 0,
-                  auto_reference: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+                  auto_reference: bool = True, cv_split: str = "auto", cv_block_deg: float = 1.0,
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """``advise --auto`` on each grid cell's training side; its pick's test accuracy against the best strategy's.
 
     ``measure=False``: the ranking's first choice instead (inspection and transfer probe on that training side,
@@ -214,6 +215,8 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         top=top,
         auto_min_samples=auto_min_samples,
         auto_reference=auto_reference,
+        cv_split=cv_split,
+        cv_block_deg=cv_block_deg,
     )
     table_ks = sorted({r["k"] for r in read_table(table)}, key=lambda v: (isinstance(v, str), v))
     out = []
@@ -249,6 +252,8 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
                 f"{facts.probe_se:.3f}) / band stats {facts.probe_reference:.3f} (SE {facts.probe_reference_se:.3f})")  # fmt: skip
             if facts.shared_kernels:
                 probe += f"; shared kernels {facts.shared_kernel_share:.0%} of the bands"
+            if ref_cv is not None and got_auto.get("cv_folds"):
+                probe += f"; {got_auto['cv_folds']}"
             lines.append(f"seed {seed}: {pick[0]} ({pick[1]}); {how}" + (f": {measured}" if measured else "") + probe)
             print(f"[{bench.name} k={k} seed={seed}] {lines[-1]} ({time.time() - t0:.0f} s)", flush=True)
         acc: dict[tuple[Any, int, tuple[str, str]], float] = {}  # read now: the grid may still be growing
@@ -285,7 +290,8 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         })  # fmt: skip
     mode = "auto" if measure else "ranking"
     meta = {"data": config, "table": str(table), "mode": mode, "budget_minutes": budget_minutes, "top": top,
-            "auto_min_samples": auto_min_samples, "auto_reference": measure and auto_reference}  # fmt: skip
+            "auto_min_samples": auto_min_samples, "auto_reference": measure and auto_reference,
+            "cv_split": cv_split if measure else None, "cv_block_deg": cv_block_deg}  # fmt: skip
     return out, meta
 
 
@@ -297,6 +303,8 @@ def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) ->
         how = f"--top {meta['top']}, --budget-minutes {meta['budget_minutes']} per seed" + (
             f", --auto-min-samples {meta['auto_min_samples']}" if meta.get("auto_min_samples") else "") + (
             "; the reference counts as a candidate" if meta.get("auto_reference")
+            else "") + (f"; --cv-split {meta['cv_split']}" if meta.get("cv_split") not in (None, "auto")
+            else "") + (f"; --cv-block-deg {meta['cv_block_deg']:g}" if meta.get("cv_block_deg", 1.0) != 1.0
             else "") if auto else (
             "inspection and transfer probe on each cell's training side only")  # fmt: skip
         lines += [f"**{meta['data']}** — table `{meta['table']}`; {how}; the reference row counts as a strategy "
@@ -357,6 +365,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="--auto: keep the ranking's first choice below this many labelled samples (advise's option)")  # fmt: skip
     ap.add_argument("--no-auto-reference", action="store_true",
                     help="--auto: do not count the band-statistics reference as a candidate (advise's option)")  # fmt: skip
+    ap.add_argument(
+        "--cv-split",
+        default="auto",
+        choices=("auto", "spatial", "stratified"),
+        help="--auto: how its folds are drawn (advise's option; auto: spatial for a geographic split)",
+    )
+    ap.add_argument("--cv-block-deg", type=float, default=1.0, help="--auto: spatial folds' block size (advise's)")
     ap.add_argument("--ks", default=None, help="--auto: only these labels-per-class settings (comma-separated)")
     ap.add_argument("--ranking", action="store_true",
                     help="with --auto: the ranking's first choice out of sample, no cross-validation of candidates")  # fmt: skip
@@ -372,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         for d, t in zip(args.data, args.table, strict=True):
             auto.append(validate_auto(d, t, seeds, args.budget_minutes, args.top, ks, measure=not args.ranking,
                                       auto_min_samples=args.auto_min_samples,
-                                      auto_reference=not args.no_auto_reference))  # fmt: skip
+                                      auto_reference=not args.no_auto_reference,
+                                      cv_split=args.cv_split, cv_block_deg=args.cv_block_deg))  # fmt: skip
             (args.out / "results.md").write_text(markdown_auto(auto))  # after each table: a stopped run keeps it
             (args.out / "results.json").write_text(json.dumps([{"meta": m, "rows": r} for r, m in auto], indent=1))
         print(markdown_auto(auto))

@@ -129,16 +129,25 @@ def test_the_reference_comes_first_only_when_it_beats_the_frozen_features_the_fi
     assert ranked(facts(k=3, target_pad=1.6, **lead), target="t")[0] == "coral"  # type: ignore[arg-type]
 
 
+def thirds(ds: list[int], cfg: object) -> tuple[list[tuple[object, object]], str]:
+    """Three equal folds over a stand-in data set (a list): what ``measure_candidates`` counts the held-out on."""
+    import numpy as np
+
+    n = len(ds)
+    return [(np.arange(0), np.arange(i * n // 3, (i + 1) * n // 3)) for i in range(3)], "3 stand-in folds"
+
+
 def test_auto_measures_a_ranked_reference_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from eotransfer.evaluation import advise as adv
 
     calls: list[str] = []
 
-    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float, **kw: object) -> list[float]:
         calls.append("reference" if rec is None else str(rec.options.get("backbone", rec.strategy)))
         return [0.9] * 3 if rec is None or rec.options.get("backbone") else [0.7] * 3
 
     monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    monkeypatch.setattr(adv, "cv_folds", thirds)
     recs = [adv.Recommendation("feature-extraction", dict(adv.REFERENCE_OPTIONS), "", 8.9),
             adv.Recommendation("linear-probe", {}, "", 8.6)]  # fmt: skip
     res = adv.measure_candidates([0] * 300, recs, AdviseConfig(top=2))
@@ -214,7 +223,7 @@ def test_auto_says_how_to_fit_the_reference_when_no_candidate_beats_it(
 ) -> None:
     from eotransfer.evaluation import advise as adv
 
-    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float, **kw: object) -> list[float]:
         return [0.95, 0.95] if rec is None else [0.6, 0.6]  # band statistics + LR beat every candidate
 
     monkeypatch.setattr(adv, "cross_validate", fake_cv)
@@ -244,8 +253,9 @@ def test_the_reference_is_kept_only_beyond_one_standard_error_of_every_candidate
 
     folds = {"finetune": [0.75, 0.75, 0.75]}
     monkeypatch.setattr(
-        adv, "cross_validate", lambda ds, rec, cfg, deadline: [0.8] * 3 if rec is None else folds[rec.strategy]
+        adv, "cross_validate", lambda ds, rec, cfg, deadline, **kw: [0.8] * 3 if rec is None else folds[rec.strategy]
     )
+    monkeypatch.setattr(adv, "cv_folds", thirds)
     recs = [adv.Recommendation("finetune", {}, "", 8.0)]
     res = adv.measure_candidates([0] * 3000, recs, AdviseConfig(top=1))  # binomial SE 0.007: 0.75 is beyond it
     assert res["kept_reference"] and res["best"].options["backbone"] == "band-stats"
@@ -266,7 +276,8 @@ def test_the_appended_reference_decides_only_whether_to_fall_back_not_which_stra
 
     # west -> east, 5 labels per class, seed 0 (benchmarks/README.md): 50 samples, binomial SEs about 0.07
     folds = {"linear-probe": [0.52] * 3, "progressive-unfreeze": [0.54] * 3, None: [0.60] * 3}
-    monkeypatch.setattr(adv, "cross_validate", lambda ds, rec, cfg, deadline: folds[rec and rec.strategy])
+    monkeypatch.setattr(adv, "cross_validate", lambda ds, rec, cfg, deadline, **kw: folds[rec and rec.strategy])
+    monkeypatch.setattr(adv, "cv_folds", thirds)
     recs = [adv.Recommendation("linear-probe", {}, "", 8.6), adv.Recommendation("progressive-unfreeze", {}, "", 8.2)]
     res = adv.measure_candidates([0] * 50, recs, AdviseConfig(top=2))
     # among the strategies the one-SE bar is 0.54 - 0.070: the first-ranked linear probe stays; the reference's bar
@@ -291,13 +302,14 @@ def test_auto_below_its_minimum_keeps_the_rankings_first_choice_without_measurin
 
     calls: list[str | None] = []
 
-    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float, **kw: object) -> list[float]:
         calls.append(None if rec is None else rec.strategy)
         return (
             [0.5, 0.5, 0.5] if rec is None else {"zero-shot": [0.0], "finetune": [0.6] * 3}.get(rec.strategy, [0.9] * 3)
         )
 
     monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    monkeypatch.setattr(adv, "cv_folds", thirds)
     recs = [
         adv.Recommendation("zero-shot", {}, "", 9.0),  # not measurable: skipped, never kept
         adv.Recommendation("finetune", {}, "", 8.2),
@@ -325,10 +337,11 @@ def test_one_standard_error_rule_keeps_the_ranking_unless_a_candidate_beats_it_b
 
     folds = {"progressive-unfreeze": [0.6, 0.8, 0.7], "feature-extraction": [0.75, 0.8, 0.7]}  # means 0.70 / 0.75
 
-    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float, **kw: object) -> list[float]:
         return [0.5, 0.5, 0.5] if rec is None else folds[rec.strategy]
 
     monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    monkeypatch.setattr(adv, "cv_folds", thirds)
     recs = [
         adv.Recommendation("progressive-unfreeze", {}, "", 8.2),
         adv.Recommendation("feature-extraction", {}, "", 8.0),
@@ -356,10 +369,11 @@ def test_one_standard_error_rule_counts_the_binomial_noise_of_few_held_out_sampl
     # three folds that agree closely (standard error 0.01) but hold 12 samples in all: 0.80 is known to +-0.115
     folds = {"progressive-unfreeze": [0.66, 0.70, 0.74], "feature-extraction": [0.79, 0.80, 0.81]}
 
-    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float) -> list[float]:
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float, **kw: object) -> list[float]:
         return [0.5, 0.5, 0.5] if rec is None else folds[rec.strategy]
 
     monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    monkeypatch.setattr(adv, "cv_folds", thirds)
     recs = [
         adv.Recommendation("progressive-unfreeze", {}, "", 8.2),
         adv.Recommendation("feature-extraction", {}, "", 8.0),
@@ -505,3 +519,95 @@ def test_inspect_real_xbd_finds_the_shared_kernels() -> None:
     }
     assert f.shared_kernel_share == 1.0 and not f.weights_see_bands_apart and f.dates == 2
     assert all(r.options.get("weights") is None for r in recommend(f, AdviseConfig()))
+
+
+class Located:
+    """A stand-in labelled data set with locations (``lonlat``) and optional groups, as ``EODataset`` has."""
+
+    def __init__(self, lonlat: list[tuple[float, float]], labels: list[int], groups: list[str] | None = None) -> None:
+        import numpy as np
+
+        self._lonlat = np.asarray(lonlat, dtype=np.float64).reshape(-1, 2)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = ["Forest", "River", "SeaLake"][: int(self.labels.max()) + 1]
+        self.groups = None if groups is None else np.asarray(groups)
+
+    def lonlat(self):  # type: ignore[no-untyped-def]
+        return self._lonlat
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def six_blocks(nan: bool = False) -> Located:
+    """Two classes in six 1-degree blocks, 4 samples each, every class in four blocks."""
+    lonlat, labels = [], []
+    for b in range(6):
+        for j in range(4):
+            lonlat.append((float("nan"), float("nan")) if nan else (10.0 + b + 0.1 * j, 45.5))
+            labels.append((b + j // 2) % 2 if b < 4 else j % 2)
+    return Located(lonlat, labels, groups=[f"event{b}" for b in range(6) for _ in range(4)] if nan else None)
+
+
+def test_spatial_folds_hold_out_whole_blocks_and_keep_every_class_in_training() -> None:
+    import numpy as np
+
+    from eotransfer.data.splits import block_ids
+    from eotransfer.evaluation import advise as adv
+
+    ds = six_blocks()
+    folds, how = adv.spatial_folds(ds, AdviseConfig(folds=3))
+    assert folds is not None and how == "3 folds of whole 1° blocks (6)"
+    blocks = block_ids(ds.lonlat(), "lonlat-block", 1.0)
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(24))  # each sample once
+    for train, test in folds:
+        assert not set(blocks[train]) & set(blocks[test])  # no block on both sides
+        assert set(ds.labels[train]) == {0, 1}
+    # --new-regions makes them --auto's folds; without it (or with stratified) samples are drawn at random
+    assert adv.cv_folds(ds, AdviseConfig(folds=3, new_regions=True))[1] == how
+    random_folds, how = adv.cv_folds(ds, AdviseConfig(folds=3))
+    assert how == "3 stratified folds"
+    assert any(set(blocks[tr]) & set(blocks[te]) for tr, te in random_folds)
+    assert adv.cv_folds(ds, AdviseConfig(folds=3, new_regions=True, cv_split="stratified"))[1] == how
+    # 10-degree blocks: all six fall in one, fewer than the folds
+    assert adv.spatial_folds(ds, AdviseConfig(folds=3, cv_block_deg=10.0)) == (
+        None, "the samples fall in 1 10° blocks, fewer than the 3 folds")  # fmt: skip
+
+
+def test_spatial_folds_fall_back_with_the_reason_or_refuse_when_asked_for() -> None:
+    from eotransfer.evaluation import advise as adv
+
+    ds = six_blocks()  # both classes in every block
+    ds.labels[:4] = 2  # 'SeaLake' only in the first block: a fold would train without it
+    ds.classes = ["Forest", "River", "SeaLake"]
+    folds, why = adv.spatial_folds(ds, AdviseConfig(folds=3))
+    assert folds is None and why == "class 'SeaLake' lies in one of the 6 1° blocks, so a fold would train without it"
+    assert adv.cv_folds(ds, AdviseConfig(folds=3, new_regions=True, cv_split="auto"))[1] == (
+        f"3 stratified folds (not spatial: {why})")  # fmt: skip
+    with pytest.raises(ConfigError, match="--cv-split spatial: class 'SeaLake' lies in one of the 6"):
+        adv.cv_folds(ds, AdviseConfig(folds=3, cv_split="spatial"))
+    # no locations: the data's groups (xBD events) are the blocks; neither: the reason
+    grouped = six_blocks(nan=True)
+    assert adv.spatial_folds(grouped, AdviseConfig(folds=3))[1] == "3 folds of whole groups (6)"
+    grouped.groups = None
+    assert adv.spatial_folds(grouped, AdviseConfig(folds=3)) == (None, "the samples have no locations and no groups")
+    with pytest.raises(ConfigError, match="--cv-split: 'block' is not one of auto, spatial, stratified"):
+        advise("x", cv_split="block")
+
+
+def test_auto_scores_every_candidate_and_the_reference_on_the_same_spatial_folds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eotransfer.evaluation import advise as adv
+
+    seen: list[object] = []
+
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float, **kw: object) -> list[float]:
+        seen.append(kw["folds"])
+        return [0.5] * 3 if rec is None else [0.7] * 3
+
+    monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    recs = [adv.Recommendation("linear-probe", {}, "", 8.6), adv.Recommendation("finetune", {}, "", 8.2)]
+    res = adv.measure_candidates(six_blocks(), recs, AdviseConfig(top=2, new_regions=True))
+    assert res["cv_folds"] == "3 folds of whole 1° blocks (6)" and len(seen) == 3
+    assert all(f is seen[0] for f in seen)  # reference and both candidates: one set of folds

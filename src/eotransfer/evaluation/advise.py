@@ -56,6 +56,9 @@ def reference_candidate() -> Recommendation:
     )  # fmt: skip
 
 
+#: ``--cv-split`` choices: how ``--auto`` draws its cross-validation folds
+CV_SPLITS = ("auto", "spatial", "stratified")
+
 #: below this many labelled samples, --auto's folds are too small to rank candidates reliably (measured, see
 #: :func:`cautions`): it warns, and ``--auto-min-samples`` can make it keep the ranking's first choice instead
 AUTO_MIN_SAMPLES = 100
@@ -81,6 +84,13 @@ class AdviseConfig(DataOptions):
     auto: bool = param(False, "measure the top candidates by cross-validation and keep the best (writes --out)")
     top: int = param(3, "candidates measured by --auto", 1, 20)
     folds: int = param(3, "cross-validation folds of --auto", 2, 20)
+    cv_split: str = param(
+        "auto",
+        "--auto's folds: 'spatial' holds out whole --cv-block-deg lon/lat blocks (or the data's groups) together, "
+        "'stratified' draws samples at random; 'auto' is spatial with --new-regions where every sample has a location",
+        choices=CV_SPLITS,
+    )
+    cv_block_deg: float = param(1.0, "--cv-split spatial: size of the lon/lat blocks held out together, degrees", 1e-3)
     one_se: bool = param(
         True, "--auto keeps the highest-ranked candidate within one standard error of the best CV accuracy"
     )
@@ -620,12 +630,79 @@ def ranking_table(recs: list[Recommendation]) -> str:
     return "\n".join(lines)
 
 
-def cross_validate(
-    ds: Any, rec: Recommendation | None, cfg: AdviseConfig, deadline: float, indices: np.ndarray | None = None
-) -> list[float]:
-    """Accuracy on each of ``cfg.folds`` stratified folds (of ``indices``, default every sample).
+def spatial_folds(ds: Any, cfg: AdviseConfig) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, str]:
+    """``cfg.folds`` folds that hold out whole places, or ``None`` and why they cannot be drawn.
 
-    ``rec=None`` scores the band-statistics reference.
+    Spatial (block) cross-validation: samples of one ``cfg.cv_block_deg`` lon/lat block, or of one of the
+    data's groups (an xBD event, the polygon a raster-vector patch came from) where locations are unknown, go
+    to the same fold, so a fold's accuracy measures prediction in places its training side never saw, as a
+    model for new regions will be used; random folds mix neighbouring, near-duplicate patches across the
+    train/test boundary and reward what does not extrapolate (Roberts et al. 2017, "Cross-validation
+    strategies for data with temporal, spatial, hierarchical, or phylogenetic structure", Ecography 40;
+    Ploton et al. 2020, "Spatial validation reveals poor predictive performance of large-scale ecological
+    mapping models", Nature Communications 11).  Folds are balanced by class over the blocks
+    (``StratifiedGroupKFold``).  Refused, with the reason, when fewer blocks than folds exist or a fold's
+    training side would miss a class (all of its samples in one block).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from eotransfer.data.splits import block_ids
+
+    lonlat = ds.lonlat()
+    if len(lonlat) and not np.isnan(lonlat).any():
+        blocks, what = block_ids(lonlat, "lonlat-block", cfg.cv_block_deg), f"{cfg.cv_block_deg:g}° blocks"
+    elif getattr(ds, "groups", None) is not None:
+        blocks, what = np.asarray(ds.groups).astype(str), "groups"
+    else:
+        return None, "the samples have no locations and no groups"
+    labels = np.asarray(ds.labels)
+    n_blocks = len(np.unique(blocks))
+    if n_blocks < cfg.folds:
+        return None, f"the samples fall in {n_blocks} {what}, fewer than the {cfg.folds} folds"
+    splitter = StratifiedGroupKFold(cfg.folds, shuffle=True, random_state=cfg.seed)
+    folds = list(splitter.split(labels, labels, blocks))
+    present = np.unique(labels)
+    for train, _ in folds:
+        missing = np.setdiff1d(present, labels[train])
+        if len(missing):
+            name = ds.classes[int(missing[0])]
+            return None, f"class '{name}' lies in one of the {n_blocks} {what}, so a fold would train without it"
+    return folds, f"{cfg.folds} folds of whole {what} ({n_blocks})"
+
+
+def cv_folds(ds: Any, cfg: AdviseConfig) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """``--auto``'s folds over every sample of ``ds`` and how they were drawn (``cfg.cv_split``).
+
+    ``spatial`` (or ``auto`` with ``cfg.new_regions``) asks :func:`spatial_folds`; where they cannot be drawn,
+    ``spatial`` is an error and ``auto`` falls back to stratified folds, saying why.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(ds.labels)
+    why = ""
+    if cfg.cv_split == "spatial" or (cfg.cv_split == "auto" and cfg.new_regions):
+        folds, why = spatial_folds(ds, cfg)
+        if folds is not None:
+            return folds, why
+        if cfg.cv_split == "spatial":
+            raise ConfigError(f"--cv-split spatial: {why}; use --cv-split stratified or a smaller --cv-block-deg")
+        why = f" (not spatial: {why})"
+    present = np.bincount(labels)
+    n = min(cfg.folds, int(present[present > 0].min()))
+    if n < 2:
+        raise ConfigError("--auto: cross-validation needs at least 2 labelled samples per class")
+    folds = list(StratifiedKFold(n, shuffle=True, random_state=cfg.seed).split(labels, labels))
+    return folds, f"{n} stratified folds{why}"
+
+
+def cross_validate(
+    ds: Any, rec: Recommendation | None, cfg: AdviseConfig, deadline: float, indices: np.ndarray | None = None,
+    folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> list[float]:  # fmt: skip
+    """Accuracy on each of ``cfg.folds`` stratified folds (of ``indices``, default every sample), or on ``folds``.
+
+    ``rec=None`` scores the band-statistics reference.  ``folds`` (positions in ``indices``) come from
+    :func:`cv_folds`.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -635,12 +712,14 @@ def cross_validate(
 
     idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
     labels = ds.labels[idx]
-    present = np.bincount(labels)
-    folds = min(cfg.folds, int(present[present > 0].min()))
-    if folds < 2:
-        raise ConfigError("--auto: cross-validation needs at least 2 labelled samples per class")
+    if folds is None:
+        present = np.bincount(labels)
+        n = min(cfg.folds, int(present[present > 0].min()))
+        if n < 2:
+            raise ConfigError("--auto: cross-validation needs at least 2 labelled samples per class")
+        folds = list(StratifiedKFold(n, shuffle=True, random_state=cfg.seed).split(labels, labels))
     accs: list[float] = []
-    for train, test in StratifiedKFold(folds, shuffle=True, random_state=cfg.seed).split(labels, labels):
+    for train, test in folds:
         if time.time() > deadline and accs:
             break
         split = Split(idx[train], np.zeros(0, np.int64), idx[test])
@@ -672,7 +751,8 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
 
     Each candidate's ``cv_accuracy``/``cv_ci95`` is set in place; returns ``reference_cv`` (mean, 95 % half-width
     of band statistics + logistic regression on the same folds), ``best_measured`` (the highest mean CV
-    accuracy), ``best`` (the kept candidate), ``beats_reference`` and ``cross_validated``.  Within
+    accuracy), ``best`` (the kept candidate), ``beats_reference``, ``cross_validated`` and ``cv_folds`` (how
+    the folds were drawn, :func:`cv_folds`: whole places with ``--new-regions``).  Within
     ``cfg.budget_minutes`` every candidate gets at least one fold.
 
     With fewer than ``cfg.auto_min_samples`` labelled samples nothing is measured: ``best`` is the ranking's
@@ -705,12 +785,13 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
         if not measurable:
             raise ConfigError("--auto: no candidate can be trained on the labelled data alone; see the ranking")
         return {"reference_cv": None, "best": measurable[0], "best_measured": None, "beats_reference": None,
-                "kept_reference": False, "cross_validated": False}  # fmt: skip
-    ref_accs = cross_validate(ds, None, cfg, deadline)
+                "kept_reference": False, "cross_validated": False, "cv_folds": None}  # fmt: skip
+    splits, how = cv_folds(ds, cfg)
+    ref_accs = cross_validate(ds, None, cfg, deadline, folds=splits)
     ref = mean_ci95(ref_accs)
     scored: list[tuple[Recommendation, list[float]]] = []  # (candidate, its fold accuracies), rank order
     for r in measurable[: cfg.top]:
-        accs = cross_validate(ds, r, cfg, deadline)
+        accs = cross_validate(ds, r, cfg, deadline, folds=splits)
         r.cv_accuracy, r.cv_ci95 = mean_ci95(accs)
         if math.isnan(r.cv_ci95):
             r.cv_ci95 = 0.0
@@ -719,17 +800,20 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     if not scored:
         raise ConfigError("--auto: no candidate could be measured within --budget-minutes; raise the budget")
     ranked_reference = any(r.options.get("backbone") == REFERENCE_OPTIONS["backbone"] for r, _ in scored)
-    folds = max(len(ref_accs), *(len(a) for _, a in scored))
+
+    def held_out(accs: list[float]) -> int:  # predictions behind the folds that ran (they run in order)
+        return sum(len(test) for _, test in splits[: len(accs)])
+
     top, top_accs = max(scored, key=lambda pair: pair[0].cv_accuracy or 0.0)
     best = top
     if cfg.one_se:  # among the strategies alone: the appended reference below is a fallback, not a bar
-        top_se = _cv_se(top_accs, top.cv_accuracy or 0.0, len(ds) * len(top_accs) // folds)
+        top_se = _cv_se(top_accs, top.cv_accuracy or 0.0, held_out(top_accs))
         best = next(r for r, _ in scored if (r.cv_accuracy or 0.0) >= (top.cv_accuracy or 0.0) - top_se)
     reference = None
     if cfg.auto_reference and ref_accs and not ranked_reference:  # kept only when no candidate is within 1 SE
         reference = reference_candidate()
         reference.cv_accuracy, reference.cv_ci95 = ref[0], 0.0 if math.isnan(ref[1]) else ref[1]
-        ref_se = _cv_se(ref_accs, ref[0], len(ds) * len(ref_accs) // folds) if cfg.one_se else 0.0
+        ref_se = _cv_se(ref_accs, ref[0], held_out(ref_accs)) if cfg.one_se else 0.0
         if (top.cv_accuracy or 0.0) < ref[0] - ref_se:
             best = reference
         if (top.cv_accuracy or 0.0) < ref[0]:
@@ -737,7 +821,7 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     kept_reference = best is reference or best.options.get("backbone") == REFERENCE_OPTIONS["backbone"]
     return {"reference_cv": ref, "best": best, "best_measured": top, "kept_reference": kept_reference,
             "beats_reference": not kept_reference and (best.cv_accuracy or 0.0) > ref[0],
-            "cross_validated": True}  # fmt: skip
+            "cross_validated": True, "cv_folds": how}  # fmt: skip
 
 
 def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
@@ -776,7 +860,8 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
                   + (f"; model written to {cfg.out}" if cfg.out else ""))  # fmt: skip
         elif cfg.auto:
             m, h = result["reference_cv"]
-            print(f"\nband statistics + logistic regression (reference), same folds: {m:.3f} ± {h:.3f}")
+            print(f"\ncross-validation: {result['cv_folds']}")
+            print(f"band statistics + logistic regression (reference), same folds: {m:.3f} ± {h:.3f}")
             b, top = result["best"], result["best_measured"]
             verdict = (
                 ", which beats the reference" if result["beats_reference"] else ", which does NOT beat the reference"
