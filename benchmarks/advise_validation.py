@@ -186,7 +186,7 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
 
 def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: float, top: int,
                   ks: list[str] | None = None, measure: bool = True, auto_min_samples: int = 0,
-                  auto_reference: bool = True, cv_split: str = "auto", cv_block_deg: float = 1.0,
+                  auto_reference: bool = True, cv_split: str = "auto", cv_block_deg: float | None = None,
                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """``advise --auto`` on each grid cell's training side; its pick's test accuracy against the best strategy's.
 
@@ -216,7 +216,9 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         auto_min_samples=auto_min_samples,
         auto_reference=auto_reference,
         cv_split=cv_split,
-        cv_block_deg=cv_block_deg,
+        # the block size of the grid's own split (the scale it calls a new region), else advise's default
+        cv_block_deg=cv_block_deg
+        or float(bench.split.get("block_deg", 1.0) if bench.split.get("kind") == "lonlat-block" else 1.0),
     )
     table_ks = sorted({r["k"] for r in read_table(table)}, key=lambda v: (isinstance(v, str), v))
     out = []
@@ -291,7 +293,7 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
     mode = "auto" if measure else "ranking"
     meta = {"data": config, "table": str(table), "mode": mode, "budget_minutes": budget_minutes, "top": top,
             "auto_min_samples": auto_min_samples, "auto_reference": measure and auto_reference,
-            "cv_split": cv_split if measure else None, "cv_block_deg": cv_block_deg}  # fmt: skip
+            "cv_split": cv_split if measure else None, "cv_block_deg": cfg.cv_block_deg}  # fmt: skip
     return out, meta
 
 
@@ -304,7 +306,7 @@ def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) ->
             f", --auto-min-samples {meta['auto_min_samples']}" if meta.get("auto_min_samples") else "") + (
             "; the reference counts as a candidate" if meta.get("auto_reference")
             else "") + (f"; --cv-split {meta['cv_split']}" if meta.get("cv_split") not in (None, "auto")
-            else "") + (f"; --cv-block-deg {meta['cv_block_deg']:g}" if meta.get("cv_block_deg", 1.0) != 1.0
+            else "") + (f"; --cv-block-deg {meta['cv_block_deg']:g}" if meta.get("cv_block_deg") and meta.get("cv_split") != "stratified"
             else "") if auto else (
             "inspection and transfer probe on each cell's training side only")  # fmt: skip
         lines += [f"**{meta['data']}** — table `{meta['table']}`; {how}; the reference row counts as a strategy "
@@ -371,7 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=("auto", "spatial", "stratified"),
         help="--auto: how its folds are drawn (advise's option; auto: spatial for a geographic split)",
     )
-    ap.add_argument("--cv-block-deg", type=float, default=1.0, help="--auto: spatial folds' block size (advise's)")
+    ap.add_argument(
+        "--cv-block-deg",
+        type=float,
+        default=None,
+        help="--auto: spatial folds' block size (advise's; default: the grid split's block_deg, else 1)",
+    )
     ap.add_argument("--ks", default=None, help="--auto: only these labels-per-class settings (comma-separated)")
     ap.add_argument("--ranking", action="store_true",
                     help="with --auto: the ranking's first choice out of sample, no cross-validation of candidates")  # fmt: skip

@@ -611,3 +611,12 @@ def test_auto_scores_every_candidate_and_the_reference_on_the_same_spatial_folds
     res = adv.measure_candidates(six_blocks(), recs, AdviseConfig(top=2, new_regions=True))
     assert res["cv_folds"] == "3 folds of whole 1° blocks (6)" and len(seen) == 3
     assert all(f is seen[0] for f in seen)  # reference and both candidates: one set of folds
+
+
+def test_auto_for_new_regions_warns_that_its_cv_accuracy_is_measured_in_the_labelled_regions() -> None:
+    from eotransfer.evaluation.advise import cautions
+
+    warn = "its cross-validation accuracies are measured in the labelled regions"
+    assert any(warn in line for line in cautions(facts(k=200, new_regions=True), auto=True))
+    assert not any(warn in line for line in cautions(facts(k=200, new_regions=True), auto=False))
+    assert not any(warn in line for line in cautions(facts(k=200), auto=True))
