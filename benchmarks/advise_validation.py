@@ -256,6 +256,8 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
                 probe += f"; shared kernels {facts.shared_kernel_share:.0%} of the bands"
             if ref_cv is not None and got_auto.get("cv_folds"):
                 probe += f"; {got_auto['cv_folds']}"
+            if ref_cv is not None and got_auto.get("skipped"):
+                probe += "; not measured: " + ", ".join(f"{n} ({why})" for n, why in got_auto["skipped"])
             lines.append(f"seed {seed}: {pick[0]} ({pick[1]}); {how}" + (f": {measured}" if measured else "") + probe)
             print(f"[{bench.name} k={k} seed={seed}] {lines[-1]} ({time.time() - t0:.0f} s)", flush=True)
         acc: dict[tuple[Any, int, tuple[str, str]], float] = {}  # read now: the grid may still be growing

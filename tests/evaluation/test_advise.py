@@ -620,3 +620,32 @@ def test_auto_for_new_regions_warns_that_its_cv_accuracy_is_measured_in_the_labe
     assert any(warn in line for line in cautions(facts(k=200, new_regions=True), auto=True))
     assert not any(warn in line for line in cautions(facts(k=200, new_regions=True), auto=False))
     assert not any(warn in line for line in cautions(facts(k=200), auto=True))
+
+
+def test_a_candidate_that_cannot_train_on_a_fold_gives_its_place_to_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    from eotransfer.evaluation import advise as adv
+
+    calls: list[str | None] = []
+
+    def fake_cv(ds: object, rec: adv.Recommendation | None, cfg: object, deadline: float, **kw: object) -> list[float]:
+        calls.append(None if rec is None else rec.strategy)
+        if rec is not None and rec.strategy == "protonet":
+            raise ConfigError("--shots: 1 shots leave no query sample in class 'River' (1 training samples)")
+        return [0.5] * 3 if rec is None else {"finetune": [0.6] * 3, "feature-extraction": [0.7] * 3}[rec.strategy]
+
+    monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    monkeypatch.setattr(adv, "cv_folds", thirds)
+    recs = [
+        adv.Recommendation(s, {}, "", 9.0 - i) for i, s in enumerate(["finetune", "protonet", "feature-extraction"])
+    ]
+    res = adv.measure_candidates([0] * 3000, recs, AdviseConfig(top=2))
+    assert calls == [None, "finetune", "protonet", "feature-extraction"]
+    assert res["skipped"] == [
+        ("protonet", "--shots: 1 shots leave no query sample in class 'River' (1 training samples)")
+    ]
+    assert res["best"].strategy == "feature-extraction" and recs[1].cv_accuracy is None
+    calls.clear()
+    assert adv.measure_candidates([0] * 3000, recs, AdviseConfig(top=1))["skipped"] == []  # finetune fills the top
+    assert calls == [None, "finetune"]
+    with pytest.raises(ConfigError, match=r"no candidate could be measured on the folds \(protonet: --shots: 1"):
+        adv.measure_candidates([0] * 3000, recs[1:2], AdviseConfig(top=2))
