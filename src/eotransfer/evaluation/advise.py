@@ -688,8 +688,6 @@ def cv_folds(ds: Any, cfg: AdviseConfig) -> tuple[list[tuple[np.ndarray, np.ndar
     ``spatial`` (or ``auto`` with ``cfg.new_regions``) asks :func:`spatial_folds`; where they cannot be drawn,
     ``spatial`` is an error and ``auto`` falls back to stratified folds, saying why.
     """
-    from sklearn.model_selection import StratifiedKFold
-
     labels = np.asarray(ds.labels)
     why = ""
     if cfg.cv_split == "spatial" or (cfg.cv_split == "auto" and cfg.new_regions):
@@ -699,12 +697,19 @@ def cv_folds(ds: Any, cfg: AdviseConfig) -> tuple[list[tuple[np.ndarray, np.ndar
         if cfg.cv_split == "spatial":
             raise ConfigError(f"--cv-split spatial: {why}; use --cv-split stratified or a smaller --cv-block-deg")
         why = f" (not spatial: {why})"
+    folds = stratified_folds(labels, cfg)
+    return folds, f"{len(folds)} stratified folds{why}"
+
+
+def stratified_folds(labels: np.ndarray, cfg: AdviseConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``cfg.folds`` stratified folds (fewer where the smallest class has fewer samples), shuffled by ``cfg.seed``."""
+    from sklearn.model_selection import StratifiedKFold
+
     present = np.bincount(labels)
     n = min(cfg.folds, int(present[present > 0].min()))
     if n < 2:
         raise ConfigError("--auto: cross-validation needs at least 2 labelled samples per class")
-    folds = list(StratifiedKFold(n, shuffle=True, random_state=cfg.seed).split(labels, labels))
-    return folds, f"{n} stratified folds{why}"
+    return list(StratifiedKFold(n, shuffle=True, random_state=cfg.seed).split(labels, labels))
 
 
 def cross_validate(
@@ -716,8 +721,6 @@ def cross_validate(
     ``rec=None`` scores the band-statistics reference.  ``folds`` (positions in ``indices``) come from
     :func:`cv_folds`.
     """
-    from sklearn.model_selection import StratifiedKFold
-
     from eotransfer.api import fit
     from eotransfer.data.splits import Split
     from eotransfer.evaluation.benchmark import reference_accuracy
@@ -725,11 +728,7 @@ def cross_validate(
     idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
     labels = ds.labels[idx]
     if folds is None:
-        present = np.bincount(labels)
-        n = min(cfg.folds, int(present[present > 0].min()))
-        if n < 2:
-            raise ConfigError("--auto: cross-validation needs at least 2 labelled samples per class")
-        folds = list(StratifiedKFold(n, shuffle=True, random_state=cfg.seed).split(labels, labels))
+        folds = stratified_folds(labels, cfg)
     accs: list[float] = []
     for train, test in folds:
         if time.time() > deadline and accs:
