@@ -153,6 +153,7 @@ def test_auto_measures_a_ranked_reference_once(monkeypatch: pytest.MonkeyPatch) 
     res = adv.measure_candidates([0] * 300, recs, AdviseConfig(top=2))
     assert calls == ["reference", "band-stats", "linear-probe"]  # not appended a second time as the last candidate
     assert res["kept_reference"] and res["best"] is recs[0] and res["beats_reference"] is False
+    assert res["reference_ranked"]  # advise then says the ranking put it first, not that nothing came near it
 
 
 def test_inspect_the_fixture_and_its_shifted_copy(eurosat_like: Path) -> None:
@@ -241,6 +242,7 @@ def test_auto_says_how_to_fit_the_reference_when_no_candidate_beats_it(
     assert res["best"] is res["best_measured"] and res["beats_reference"] is False
     out = capsys.readouterr().out
     assert "kept: the band-statistics reference (--backbone band-stats --strategy feature-extraction) (0.950)" in out
+    assert "no candidate came within one standard error of the reference" in out and not res["reference_ranked"]
     assert fit_cmd in out
     card = json.loads((model / "card.json").read_text())
     assert card["arch"] == "band-stats" and card["strategy"]["name"] == "feature-extraction"

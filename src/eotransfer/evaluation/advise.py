@@ -797,7 +797,8 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
         if not measurable:
             raise ConfigError("--auto: no candidate can be trained on the labelled data alone; see the ranking")
         return {"reference_cv": None, "best": measurable[0], "best_measured": None, "beats_reference": None,
-                "kept_reference": False, "cross_validated": False, "cv_folds": None, "skipped": []}  # fmt: skip
+                "kept_reference": False, "cross_validated": False, "cv_folds": None, "skipped": [],
+                "reference_ranked": False}  # fmt: skip
     splits, how = cv_folds(ds, cfg)
     ref_accs = cross_validate(ds, None, cfg, deadline, folds=splits)
     ref = mean_ci95(ref_accs)
@@ -844,7 +845,8 @@ def measure_candidates(ds: Any, recs: list[Recommendation], cfg: AdviseConfig) -
     kept_reference = best is reference or best.options.get("backbone") == REFERENCE_OPTIONS["backbone"]
     return {"reference_cv": ref, "best": best, "best_measured": top, "kept_reference": kept_reference,
             "beats_reference": not kept_reference and (best.cv_accuracy or 0.0) > ref[0],
-            "cross_validated": True, "cv_folds": how, "skipped": skipped}  # fmt: skip
+            "cross_validated": True, "cv_folds": how, "skipped": skipped,
+            "reference_ranked": ranked_reference}  # fmt: skip
 
 
 def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
@@ -902,8 +904,10 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
             print(f"kept: {name} ({b.cv_accuracy:.3f}){rule}{verdict}"
                   + (f"; model written to {cfg.out}" if cfg.out else ""))  # fmt: skip
             if result["kept_reference"]:
-                print(f"no candidate came within one standard error of the reference; the same by hand: "
-                      f"{REFERENCE_FIT.format(data=cfg.data)}")  # fmt: skip
+                why = ("the ranking put the reference first and no candidate beat it by more than one standard error"
+                       if result["reference_ranked"] else
+                       "no candidate came within one standard error of the reference")  # fmt: skip
+                print(f"{why}; the same by hand: {REFERENCE_FIT.format(data=cfg.data)}")
             elif not result["beats_reference"]:
                 print(f"the reference is a model too: {REFERENCE_FIT.format(data=cfg.data)}")
     return result
