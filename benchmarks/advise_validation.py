@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from eotransfer.evaluation.advise import (  # noqa: E402
+    CV_SPLITS,
     AdviseConfig,
     inspect_task,
     measure_candidates,
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cv-split",
         default="auto",
-        choices=("auto", "spatial", "stratified"),
+        choices=CV_SPLITS,
         help="--auto: how its folds are drawn (advise's option; auto: spatial for a geographic split)",
     )
     ap.add_argument(

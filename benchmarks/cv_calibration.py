@@ -41,9 +41,9 @@ def parse_seed(line: str) -> tuple[int, dict[str, float], str]:
         for part in m.group(1).split(", "):
             name, acc = part.rsplit(" ", 1)
             cv[name.replace(" (appended)", "")] = float(acc)
-    folds = re.search(r"; (\d+ (?:folds of whole|stratified folds)[^;]*)", line)
     if "; no CV (" in line:
         return seed, cv, "not cross-validated"
+    folds = re.search(r"; (\d+ (?:folds of whole|stratified folds)[^;]*)", line)
     return seed, cv, folds.group(1) if folds else "3 stratified folds"  # runs before the folds were logged
 
 
