@@ -252,7 +252,8 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
                 measured += f", band-stats+LR (appended) {ref_cv[0]:.3f}"
             probe = "" if facts.probe_pretrained is None else (
                 f"; probe pre-trained {facts.probe_pretrained:.3f} / random {facts.probe_random:.3f} (SE "
-                f"{facts.probe_se:.3f}) / band stats {facts.probe_reference:.3f} (SE {facts.probe_reference_se:.3f})")  # fmt: skip
+                f"{facts.probe_se:.3f}) / band stats {facts.probe_reference:.3f} (SE {facts.probe_reference_se:.3f})"
+                + (f" on {facts.probe_folds}" if facts.probe_folds else ""))  # fmt: skip
             if facts.shared_kernels:
                 probe += f"; shared kernels {facts.shared_kernel_share:.0%} of the bands"
             if ref_cv is not None and got_auto.get("cv_folds"):

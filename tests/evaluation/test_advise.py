@@ -179,7 +179,11 @@ def test_transfer_probe_subsamples_per_class(eurosat_like: Path, monkeypatch: py
 
     seen: list[tuple[object, np.ndarray]] = []
 
-    def fake_cv(ds: object, rec: object, cfg: object, deadline: float, indices: np.ndarray) -> list[float]:
+    def fake_cv(
+        ds: object, rec: object, cfg: object, deadline: float, indices: np.ndarray, folds: object
+    ) -> list[float]:
+        tests = np.concatenate([t for _, t in folds])  # type: ignore[attr-defined]
+        assert sorted(tests.tolist()) == list(range(len(indices)))  # positions in the subsample, each held out once
         if rec is None:  # the band-statistics reference
             seen.append(("reference", indices))
             return [0.95, 0.85]
@@ -188,7 +192,8 @@ def test_transfer_probe_subsamples_per_class(eurosat_like: Path, monkeypatch: py
 
     monkeypatch.setattr(advise_module, "cross_validate", fake_cv)
     ds = eotransfer_data(eurosat_like)
-    pre, rnd, se, ref, ref_se = advise_module.transfer_probe(ds, "w", AdviseConfig(probe_samples=20))
+    pre, rnd, se, ref, ref_se, how = advise_module.transfer_probe(ds, "w", AdviseConfig(probe_samples=20))
+    assert how == "3 stratified folds"  # no --new-regions
     assert (pre, rnd, ref) == pytest.approx((0.8, 0.5, 0.9))
     assert se == pytest.approx(0.2)  # fold-wise differences 0.5 and 0.1: std 0.283 / sqrt(2)
     assert ref_se == pytest.approx(0.05)  # against the pre-trained folds: differences 0.05 and 0.15
@@ -613,6 +618,53 @@ def test_auto_scores_every_candidate_and_the_reference_on_the_same_spatial_folds
     res = adv.measure_candidates(six_blocks(), recs, AdviseConfig(top=2, new_regions=True))
     assert res["cv_folds"] == "3 folds of whole 1° blocks (6)" and len(seen) == 3
     assert all(f is seen[0] for f in seen)  # reference and both candidates: one set of folds
+
+
+def test_a_target_implies_new_regions_for_the_folds_too() -> None:
+    from eotransfer.evaluation import advise as adv
+
+    ds = six_blocks()
+    assert AdviseConfig(target="t").for_new_regions and not AdviseConfig().for_new_regions
+    assert adv.cv_folds(ds, AdviseConfig(folds=3, target="elsewhere"))[1] == "3 folds of whole 1° blocks (6)"
+    assert adv.cv_folds(ds, AdviseConfig(folds=3, target="elsewhere", cv_split="stratified"))[1] == "3 stratified folds"
+
+
+def test_the_transfer_probe_holds_out_whole_places_for_new_regions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from eotransfer.data.splits import block_ids
+    from eotransfer.evaluation import advise as adv
+
+    seen: list[tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]] = []
+
+    def fake_cv(
+        ds: object, rec: object, cfg: object, deadline: float, indices: np.ndarray, folds: object
+    ) -> list[float]:
+        seen.append((indices, folds))  # type: ignore[arg-type]
+        return [0.8, 0.6, 0.7] if rec is None else [0.5, 0.5, 0.5]
+
+    monkeypatch.setattr(adv, "cross_validate", fake_cv)
+    ds = six_blocks()
+    res = adv.transfer_probe(ds, "w", AdviseConfig(folds=3, new_regions=True))
+    assert res.folds == "3 folds of whole 1° blocks (6)" and res.reference == pytest.approx(0.7)
+    assert len(seen) == 3 and all(f is seen[0][1] for _, f in seen)  # the three feature sets: one set of folds
+    idx, folds = seen[0]
+    blocks = block_ids(ds.lonlat()[idx], "lonlat-block", 1.0)
+    for train, test in folds:
+        assert not set(blocks[train]) & set(blocks[test])
+    # a subsample: positions in it, still whole blocks; without --new-regions, stratified folds
+    seen.clear()
+    res = adv.transfer_probe(ds, "w", AdviseConfig(folds=3, new_regions=True, probe_samples=20))
+    idx, folds = seen[0]
+    assert len(idx) < len(ds) and max(max(t) for _, t in folds) < len(idx)
+    blocks = block_ids(ds.lonlat()[idx], "lonlat-block", 1.0)
+    assert all(not set(blocks[tr]) & set(blocks[te]) for tr, te in folds)
+    assert adv.transfer_probe(ds, "w", AdviseConfig(folds=3)).folds == "3 stratified folds"
+    # a subsample where a class sits in one block falls back, saying why, even with --cv-split spatial
+    ds.labels[:4] = 2
+    ds.classes = ["Forest", "River", "SeaLake"]
+    res = adv.transfer_probe(ds, "w", AdviseConfig(folds=3, cv_split="spatial"))
+    assert res.folds.startswith("3 stratified folds (not spatial: class 'SeaLake' lies in one of")
 
 
 def test_auto_for_new_regions_warns_that_its_cv_accuracy_is_measured_in_the_labelled_regions() -> None:

@@ -115,6 +115,16 @@ class AdviseConfig(DataOptions):
     probe_samples: int = param(600, "labelled samples the transfer probe uses at most", 20, 10**6)
     verbose: bool = param(True, "print the inspection and the ranking")
 
+    @property
+    def for_new_regions(self) -> bool:
+        """The model will be applied where no label comes from: ``--new-regions``, or implied by ``--target``."""
+        return self.new_regions or bool(self.target)
+
+    @property
+    def wants_spatial_folds(self) -> bool:
+        """Cross-validation should hold out whole places: ``--cv-split spatial``, or ``auto`` for new regions."""
+        return self.cv_split == "spatial" or (self.cv_split == "auto" and self.for_new_regions)
+
 
 @dataclass
 class Recommendation:
@@ -155,6 +165,8 @@ class TaskFacts:
     #: when :attr:`weights_transfer`, else random init)
     probe_reference: float | None = None
     probe_reference_se: float | None = None
+    #: how the probe's folds were drawn (:func:`cv_folds`: whole places for new regions)
+    probe_folds: str | None = None
     #: the weights were pre-trained on the data's own bands (same sensor); False: bands matched by common
     #: name or wavelength from another sensor (e.g. 10 m Sentinel-2 weights on aerial RGB); None: unknown
     weights_same_sensor: bool | None = None
@@ -275,11 +287,12 @@ def inspect_task(cfg: AdviseConfig, ds: Any = None) -> tuple[TaskFacts, Any]:
     facts = TaskFacts(len(ds), list(ds.classes), counts, ds.bands.keys, weights, cov, unseen, pad, gpu, per_epoch,
                       weights_same_sensor=same_sensor, shared_kernels=mapping.shared_kernels if mapping else {},
                       shared_kernel_share=mapping.shared_share if mapping else 0.0, dates=dates,
-                      new_regions=cfg.new_regions or bool(cfg.target))  # fmt: skip
+                      new_regions=cfg.for_new_regions)  # fmt: skip
     if cfg.probe and weights is not None and cov >= MIN_BAND_COVERAGE and min(counts.values(), default=0) >= 2:
         probe = transfer_probe(ds, weights, cfg)
         facts.probe_pretrained, facts.probe_random, facts.probe_se = probe.pretrained, probe.random, probe.se
         facts.probe_reference, facts.probe_reference_se = probe.reference, probe.reference_se
+        facts.probe_folds = probe.folds
     return facts, ds
 
 
@@ -294,6 +307,8 @@ class ProbeResult(NamedTuple):
     reference: float
     #: of the reference minus the feature set the ranking counts on (pre-trained unless random beat it beyond ``se``)
     reference_se: float
+    #: how the folds were drawn (:func:`cv_folds`)
+    folds: str = ""
 
 
 def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> ProbeResult:
@@ -310,6 +325,10 @@ def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> ProbeResult:
     (Kornblith et al. 2019, "Do Better ImageNet Models Transfer Better?", CVPR).  Weights pre-trained
     on another sensor or resolution (10 m Sentinel-2 weights on 0.5 m aerial chips, say) can do no
     better than random features; then the rules do not count on them.
+
+    The folds are drawn as ``--auto``'s are (:func:`cv_folds`, on the subsample): for new regions they hold
+    out whole places where the subsample allows, so the three feature sets are compared on what a model for
+    new regions must do; where it does not, stratified folds, and :attr:`ProbeResult.folds` says why.
     """
     from eotransfer.engine.metrics import standard_error
 
@@ -321,15 +340,16 @@ def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> ProbeResult:
             rng.choice(c_idx, min(len(c_idx), max(2, round(share * len(c_idx)))), replace=False)
             for c in np.unique(ds.labels) if len(c_idx := np.flatnonzero(ds.labels == c))
         ]))  # fmt: skip
-    folds = []
+    splits, how = cv_folds(ds, cfg, indices=idx, strict=False)
+    accs = []
     for w in (weights, None):
         rec = Recommendation("feature-extraction", {"weights": w, "classifier": "logreg"}, "probe", 0.0)
-        folds.append(np.asarray(cross_validate(ds, rec, cfg, math.inf, indices=idx)))
-    pre, rnd = folds
+        accs.append(np.asarray(cross_validate(ds, rec, cfg, math.inf, indices=idx, folds=splits)))
+    pre, rnd = accs
     se = standard_error(pre - rnd)
-    ref = np.asarray(cross_validate(ds, None, cfg, math.inf, indices=idx))
+    ref = np.asarray(cross_validate(ds, None, cfg, math.inf, indices=idx, folds=splits))
     arm = pre if rnd.mean() - pre.mean() <= se else rnd  # as TaskFacts.weights_transfer decides
-    return ProbeResult(float(pre.mean()), float(rnd.mean()), se, float(ref.mean()), standard_error(ref - arm))
+    return ProbeResult(float(pre.mean()), float(rnd.mean()), se, float(ref.mean()), standard_error(ref - arm), how)
 
 
 def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
@@ -600,7 +620,8 @@ def facts_table(facts: TaskFacts) -> str:
                 if facts.probe_reference is None
                 else f"; band statistics {facts.probe_reference:.3f} (SE {facts.probe_reference_se or 0.0:.3f})"
                 + (": the reference leads" if facts.reference_leads else "")
-            ),
+            )
+            + (f"; {facts.probe_folds}" if facts.probe_folds else ""),
         ),  # fmt: skip
         (
             "shared kernels",
@@ -642,8 +663,12 @@ def ranking_table(recs: list[Recommendation]) -> str:
     return "\n".join(lines)
 
 
-def spatial_folds(ds: Any, cfg: AdviseConfig) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, str]:
+def spatial_folds(
+    ds: Any, cfg: AdviseConfig, indices: np.ndarray | None = None
+) -> tuple[list[tuple[np.ndarray, np.ndarray]] | None, str]:
     """``cfg.folds`` folds that hold out whole places, or ``None`` and why they cannot be drawn.
+
+    Over ``indices`` (default every sample); the folds hold positions in ``indices``.
 
     Spatial (block) cross-validation: samples of one ``cfg.cv_block_deg`` lon/lat block, or of one of the
     data's groups (an xBD event, the polygon a raster-vector patch came from) where locations are unknown, go
@@ -660,14 +685,15 @@ def spatial_folds(ds: Any, cfg: AdviseConfig) -> tuple[list[tuple[np.ndarray, np
 
     from eotransfer.data.splits import block_ids
 
-    lonlat = ds.lonlat()
+    idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
+    lonlat = np.asarray(ds.lonlat())[idx]
     if len(lonlat) and not np.isnan(lonlat).any():
         blocks, what = block_ids(lonlat, "lonlat-block", cfg.cv_block_deg), f"{cfg.cv_block_deg:g}° blocks"
     elif getattr(ds, "groups", None) is not None:
-        blocks, what = np.asarray(ds.groups).astype(str), "groups"
+        blocks, what = np.asarray(ds.groups)[idx].astype(str), "groups"
     else:
         return None, "the samples have no locations and no groups"
-    labels = np.asarray(ds.labels)
+    labels = np.asarray(ds.labels)[idx]
     n_blocks = len(np.unique(blocks))
     if n_blocks < cfg.folds:
         return None, f"the samples fall in {n_blocks} {what}, fewer than the {cfg.folds} folds"
@@ -682,19 +708,24 @@ def spatial_folds(ds: Any, cfg: AdviseConfig) -> tuple[list[tuple[np.ndarray, np
     return folds, f"{cfg.folds} folds of whole {what} ({n_blocks})"
 
 
-def cv_folds(ds: Any, cfg: AdviseConfig) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
-    """``--auto``'s folds over every sample of ``ds`` and how they were drawn (``cfg.cv_split``).
+def cv_folds(
+    ds: Any, cfg: AdviseConfig, indices: np.ndarray | None = None, strict: bool = True
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """``--auto``'s folds over ``indices`` of ``ds`` (default every sample; positions in ``indices``) and how
+    they were drawn (``cfg.cv_split``).
 
-    ``spatial`` (or ``auto`` with ``cfg.new_regions``) asks :func:`spatial_folds`; where they cannot be drawn,
-    ``spatial`` is an error and ``auto`` falls back to stratified folds, saying why.
+    ``spatial`` (or ``auto`` for new regions: ``--new-regions`` or a ``--target``) asks :func:`spatial_folds`;
+    where they cannot be drawn, ``spatial`` is an error (unless not ``strict``, as for the transfer probe's
+    subsample) and ``auto`` falls back to stratified folds, saying why.
     """
-    labels = np.asarray(ds.labels)
+    idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
+    labels = np.asarray(ds.labels)[idx]
     why = ""
-    if cfg.cv_split == "spatial" or (cfg.cv_split == "auto" and cfg.new_regions):
-        folds, why = spatial_folds(ds, cfg)
+    if cfg.wants_spatial_folds:
+        folds, why = spatial_folds(ds, cfg, idx)
         if folds is not None:
             return folds, why
-        if cfg.cv_split == "spatial":
+        if cfg.cv_split == "spatial" and strict:
             raise ConfigError(f"--cv-split spatial: {why}; use --cv-split stratified or a smaller --cv-block-deg")
         why = f" (not spatial: {why})"
     folds = stratified_folds(labels, cfg)
