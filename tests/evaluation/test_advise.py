@@ -9,6 +9,7 @@ import pytest
 
 from eotransfer.errors import ConfigError
 from eotransfer.evaluation.advise import AdviseConfig, TaskFacts, advise, inspect_task, recommend
+from eotransfer.evaluation.advise import spatial_folds as adv_spatial_folds
 
 CLASSES = ["cropland", "forest", "water"]
 
@@ -168,6 +169,10 @@ def test_inspect_the_fixture_and_its_shifted_copy(eurosat_like: Path) -> None:
     assert f.probe_pretrained is not None and f.probe_random is not None
     assert 0.0 <= f.probe_pretrained <= 1.0 and 0.0 <= f.probe_random <= 1.0
     assert f.probe_reference is not None and 0.0 <= f.probe_reference <= 1.0 and f.probe_reference_se is not None
+    # a --target means new regions: the probe's folds were asked for whole places, and say how they were drawn
+    assert f.new_regions and f.probe_folds is not None
+    spatial, _ = adv_spatial_folds(ds, AdviseConfig(folds=3))
+    assert f.probe_folds.startswith("3 folds of whole" if spatial is not None else "3 stratified folds (not spatial:")
     g, _ = inspect_task(AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", probe=False))
     assert g.probe_pretrained is None and g.weights_transfer
 
