@@ -197,6 +197,7 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
     import dataclasses
     import time
 
+    from eotransfer.engine.metrics import mean_ci95
     from eotransfer.errors import ConfigError
     from eotransfer.evaluation.benchmark import (
         ArrayDataset,
@@ -282,6 +283,10 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         # the best strategy without the reference: the criterion of the runs before the reference could be picked
         best_strategy = max((key for key in means if key != REFERENCE_KEY), key=lambda key: means[key])
         mean_got = float(np.mean(got))
+        # the gap seed by seed (the best strategy's accuracy minus the pick's, same split and labels): its 95 %
+        # interval over the seeds says whether a miss stands out from the seeds' spread
+        seed_gaps = [acc[(k, s, best_key)] - g for s, g in zip(seeds, got, strict=True)]
+        gap_half = mean_ci95(seed_gaps)[1] if not np.isnan(mean_got) else float("nan")
         # the band-statistics reference on the same seeds: a pick below it has not earned its transfer
         ref = {int(r["seed"]): float(r["accuracy"]) for r in table_rows
                if r["k"] == k and (r["strategy"], r["init"]) == REFERENCE_KEY}  # fmt: skip
@@ -290,6 +295,7 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
             "k": k, "seeds": seeds, "picks": [f"{a} ({b})" for a, b in picks], "advisor_accuracy": mean_got,
             "best": f"{best_key[0]} ({best_key[1]})", "best_accuracy": means[best_key],
             "gap_points": None if np.isnan(mean_got) else round(100 * (means[best_key] - mean_got), 1),
+            "gap_ci95_points": None if np.isnan(gap_half) else round(100 * gap_half, 1),
             "best_strategy": f"{best_strategy[0]} ({best_strategy[1]})", "best_strategy_accuracy": means[best_strategy],
             "gap_strategies_points": None if np.isnan(mean_got) else round(100 * (means[best_strategy] - mean_got), 1),
             "reference_accuracy": ref_mean, "per_seed": lines,
@@ -314,7 +320,8 @@ def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) ->
             else "") if auto else (
             "inspection and transfer probe on each cell's training side only")  # fmt: skip
         lines += [f"**{meta['data']}** — table `{meta['table']}`; {how}; the reference row counts as a strategy "
-                  "for the best (the advisor can pick it); the gap to the best strategy without it in brackets", "",
+                  "for the best (the advisor can pick it); the gap to the best strategy without it in brackets; "
+                  "± the 95 % interval of the seed-by-seed gap", "",
                   f"| labels/class | seeds | {'advise --auto' if auto else 'first choice'}'s picks (one per seed) | their test accuracy (mean) | "
                   "best on the same seeds | best | gap (points) | within 2 | band stats + LR (reference) |",
                   "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -324,7 +331,9 @@ def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) ->
             beaten = "" if ref is None or r["advisor_accuracy"] > ref else " (**above the pick**)"
             lines.append(f"| {r['k']} | {len(r['seeds'])} | {'; '.join(r['picks'])} | {r['advisor_accuracy']:.3f} | "
                          f"{r['best']} | {r['best_accuracy']:.3f} | {r['gap_points']} "
-                         f"({r.get('gap_strategies_points')}) | {ok} | "
+                         f"({r.get('gap_strategies_points')})"
+                         + ("" if r.get("gap_ci95_points") is None else f" ± {r['gap_ci95_points']}")
+                         + f" | {ok} | "
                          f"{'—' if ref is None else f'{ref:.3f}'}{beaten} |")  # fmt: skip
         lines.append("")
         for r in rows:
