@@ -26,7 +26,9 @@ must be the grid's config YAML) is all the advisor sees.  It inspects it (transf
 cross-validates its top candidates within ``--budget-minutes``; its pick is then looked up in the table at that
 k and seed, and compared with the best strategy's mean over the same seeds.  The test side never enters the choice.
 ``--auto --ranking`` does the same for the ranking's first choice (no cross-validation of candidates): the
-advisor's first choice out of sample, its transfer probe seeing only the cell's own labelled samples.
+advisor's first choice out of sample, its transfer probe seeing only the cell's own labelled samples.  Each gap
+comes with the 95 % interval (Student's t over the seeds) of the seed-by-seed gap, best minus pick: a miss whose
+interval covers 2 points is not shown to be one.
 
 A config whose split is geographic (``utm-zone``, ``lonlat-block``, ``group``: the test side lies in places no
 label comes from) asks the advisor with ``--new-regions``, as a user who means to map such places would.
