@@ -184,6 +184,98 @@ def test_changed_strategy_params_are_new_cells(eurosat_like: Path) -> None:
     assert not ({c.key for c in a if c.strategy} & {c.key for c in b if c.strategy})
 
 
+def test_data_fingerprint_follows_the_files_not_the_path(eurosat_like: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "elsewhere" / "another-name"
+    shutil.copytree(eurosat_like, copy)
+    fp = bm.data_fingerprint(eurosat_like)
+    assert len(fp) == 16 and bm.data_fingerprint(copy) == fp
+    (copy / ".DS_Store").write_bytes(b"x")  # hidden files are not data
+    (copy / ".ipynb_checkpoints").mkdir()
+    (copy / ".ipynb_checkpoints" / "a.tif").write_bytes(b"x")
+    assert bm.data_fingerprint(copy) == fp
+    some = sorted(p for p in copy.rglob("*.tif") if ".ipynb" not in str(p))[0]
+    shutil.copy(some, some.with_name("extra.tif"))  # one more image: other data
+    assert bm.data_fingerprint(copy) != fp
+    some.with_name("extra.tif").unlink()
+    with some.open("ab") as f:  # an image replaced by a larger one: other data
+        f.write(b"\0")
+    assert bm.data_fingerprint(copy) != fp
+    single = tmp_path / "chips.npz"
+    single.write_bytes(b"abc")
+    moved = tmp_path / "elsewhere" / "chips.npz"
+    moved.write_bytes(b"xyz")
+    assert bm.data_fingerprint(single) == bm.data_fingerprint(moved)  # name and size
+    moved.write_bytes(b"xyzw")
+    assert bm.data_fingerprint(single) != bm.data_fingerprint(moved)
+    with pytest.raises(ConfigError, match="no-such: no such file or folder"):
+        bm.data_fingerprint(tmp_path / "no-such")
+
+
+def test_cell_keys_do_not_depend_on_where_the_data_lie(
+    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import shutil
+
+    absolute = {c.key for c in bm.BenchmarkConfig.from_dict(_config(eurosat_like)).cells()}
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(eurosat_like, tmp_path)
+    assert not Path(relative).is_absolute()
+    assert {c.key for c in bm.BenchmarkConfig.from_dict(_config(Path(relative))).cells()} == absolute
+    shutil.copytree(eurosat_like, tmp_path / "copy")
+    assert {c.key for c in bm.BenchmarkConfig.from_dict(_config(tmp_path / "copy")).cells()} == absolute
+    # earlier versions hashed the path: the path as written and as resolved are the legacy keys
+    cells = bm.BenchmarkConfig.from_dict(_config(Path(relative))).cells()
+    assert all(len(c.legacy_keys) == 2 and c.key not in c.legacy_keys for c in cells)
+    assert len({k for c in cells for k in c.legacy_keys}) == 2 * len(cells)
+
+
+def test_rows_under_legacy_path_keys_are_renamed_not_rerun(
+    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.chdir(tmp_path)  # a relative data path: written and resolved, two legacy keys per cell
+    cfg = bm.BenchmarkConfig.from_dict(_config(Path(os.path.relpath(eurosat_like, tmp_path))))
+    cells = cfg.cells()
+    assert {len(c.legacy_keys) for c in cells} == {2}
+    out = tmp_path / "grid"
+    out.mkdir()
+    results = out / "results.csv"
+    for i, c in enumerate(cells):  # a table an earlier version wrote: its cells keyed by the data's path
+        old = c.legacy_keys[i % 2]
+        bm.append_row(results, {"cell": old, "data": "tiny", "split": "stratified", "strategy": "x", "strategy_name": "x",
+                                "backbone": "b", "weights": "", "init": "scratch", "k": c.k, "n_train": 6, "n_val": 0,
+                                "n_test": 9, "seed": c.seed, "accuracy": 0.5 + i / 100, "macro_f1": 0.5, "seconds": 1.0,
+                                "confusion_matrix": "[[1, 2], [3, 4]]", "finished": "2026-12-01T00:00:00"})  # fmt: skip
+    before = results.read_bytes()
+    with results.open("ab") as f:  # and a torn line of an unfinished cell, kept as it is
+        f.write(b"torn|cell,tin")
+
+    def no_fit(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a recorded cell ran again")
+
+    monkeypatch.setattr(bm, "fit_cell", no_fit)
+    monkeypatch.setattr(bm, "reference_accuracy", no_fit)
+    logs: list[str] = []
+    rows = bm.run_benchmark(cfg, out, log=logs.append)
+    assert f"{len(cells)} rows of {results} recorded under the path-keyed cell names" in logs[0]
+    assert f"{len(cells)} already in" in logs[1]
+    assert sorted(r["cell"] for r in rows) == sorted(c.key for c in cells)
+    by_key = {r["cell"]: r["accuracy"] for r in rows}
+    assert [by_key[c.key] for c in cells] == pytest.approx([0.5 + i / 100 for i in range(len(cells))])
+    after = results.read_bytes()
+    assert after.endswith(b"torn|cell,tin")
+    # only the first field of each line changed: the rest, line endings included, is byte for byte the same
+    assert [a.split(b",", 1)[1] for a in after.splitlines(keepends=True)[1:-1]] == [
+        b.split(b",", 1)[1] for b in before.splitlines(keepends=True)[1:]
+    ]
+    assert b"\r\n" in after and not list(out.glob(".results.csv.*"))
+    assert bm.rekey_legacy_rows(results, cells) == 0  # a second run renames nothing
+
+
 def test_legacy_summary_from_rows_jsonl(tmp_path: Path) -> None:
     rows = []
     for seed, (ref, scratch, pre_k1, pre_all) in enumerate([(0.5, 0.6, 0.55, 0.8), (0.7, 0.8, 0.75, 0.9)]):
@@ -267,3 +359,34 @@ def test_in_memory_copy_keeps_the_selected_bands(eurosat_like: Path) -> None:
     for i in range(3):
         want = full.checked_read(i)[[full.bands.index("B04"), full.bands.index("B03"), full.bands.index("B02")]]
         np.testing.assert_array_equal(arr.checked_read(i), want)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _recorded_grids() -> list[tuple[Path, list[Path]]]:
+    """Each results folder of ``benchmarks/results`` and the configs whose recorded command writes to it."""
+    import re
+
+    out: dict[Path, list[Path]] = {}
+    for cfg in sorted((REPO / "benchmarks" / "configs").glob("*.yaml")):
+        m = re.search(r"--out (benchmarks/results/\S+)", cfg.read_text())
+        if m:
+            out.setdefault(REPO / m.group(1), []).append(cfg)
+    return sorted(out.items())
+
+
+@pytest.mark.parametrize("folder,configs", _recorded_grids(), ids=[f.name for f, _ in _recorded_grids()])
+def test_recorded_grids_resume_under_their_configs_keys(
+    folder: Path, configs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every recorded row is a cell of its config as it now reads: rerunning the command runs no finished cell."""
+    monkeypatch.chdir(REPO)  # the configs name their data relative to the repository
+    data = {yaml.safe_load(c.read_text())["data"] for c in configs}
+    if not all(Path(d).exists() for d in data):
+        pytest.skip(f"{', '.join(sorted(data))}: not here (shared data, or packed by scripts/pack_device_data.py)")
+    keys = {c.key for cfg in configs for c in bm.BenchmarkConfig.from_yaml(cfg).cells()}
+    recorded = [r["cell"] for r in bm.read_results(folder / "results.csv")]
+    assert recorded, f"{folder}: no recorded rows"
+    orphans = [k for k in recorded if k not in keys]
+    assert not orphans, f"{len(orphans)} of {len(recorded)} rows of {folder} are no cell of {configs}: {orphans[:3]}"

@@ -168,6 +168,8 @@ class Cell:
     k: int | str
     seed: int
     key: str = ""
+    #: the keys earlier versions recorded this cell under (their hash held the data's path, not its contents)
+    legacy_keys: tuple[str, ...] = ()
 
 
 def check_weights(spec: str) -> str | None:
@@ -189,6 +191,33 @@ def check_weights(spec: str) -> str | None:
 
 def _short_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def data_fingerprint(data: str | Path) -> str:
+    """What a grid's data is, wherever it lies: a hash of its files' relative paths and sizes.
+
+    A cell's key holds this, not the path, so ``data: ../shared/data/eurosat-ms`` and
+    ``data: /work/shared/data/eurosat-ms`` (or a copy of the folder on another machine, under another
+    name) resume the same cells, while adding, removing or replacing an image makes every cell new.
+    A single file counts by its name and size; in a folder, hidden files and folders (``.DS_Store``,
+    ``.ipynb_checkpoints``) are left out.  Sizes, not contents, are read, so a folder of many
+    gigabytes is fingerprinted in the time it takes to list it.
+    """
+    root = Path(data).expanduser()
+    if root.is_file():
+        entries = [(root.name, root.stat().st_size)]
+    elif root.is_dir():
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if not name.startswith("."):
+                    p = Path(dirpath) / name
+                    entries.append((p.relative_to(root).as_posix(), p.stat().st_size))
+        entries.sort()
+    else:
+        raise ConfigError(f"data: {data}: no such file or folder")
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -360,25 +389,36 @@ class BenchmarkConfig:
         return cls(data, strategies, models, ks, seeds, str(raw.get("name") or Path(data).name), data_options, size,
                    bool(raw.get("in_memory", True)), split, fit_opts, budget, source)  # fmt: skip
 
-    def settings(self) -> dict[str, Any]:
-        """What a cell's result depends on besides its strategy, model, k and seed."""
-        return {"data": self.data, "data_options": self.data_options, "size": self.size, "split": self.split,
-                "fit": self.fit}  # fmt: skip
+    def settings(self, data: str | None = None) -> dict[str, Any]:
+        """What a cell's result depends on besides its strategy, model, k and seed.
+
+        The data enter as their :func:`data_fingerprint`, not their path; ``data`` replaces that
+        (the path-keyed settings of earlier versions, for :meth:`cells`' ``legacy_keys``).
+        """
+        return {"data": data_fingerprint(self.data) if data is None else data, "data_options": self.data_options,
+                "size": self.size, "split": self.split, "fit": self.fit}  # fmt: skip
+
+    def legacy_data_names(self) -> list[str]:
+        """The ``data`` strings earlier versions hashed into a key: the path as written and as resolved."""
+        return list(dict.fromkeys([self.data, str(Path(self.data).expanduser().resolve())]))
 
     def cells(self) -> list[Cell]:
         """Seeds outermost (a time budget cuts seeds, not label counts); the reference row first in each (seed, k)."""
-        base = self.settings()
+        bases = [self.settings(), *(self.settings(d) for d in self.legacy_data_names())]
         out = []
         for seed in self.seeds:
             for k in self.labels_per_class:
                 ref = Cell(None, None, k, seed)
-                ref.key = f"{REFERENCE}|{NO_MODEL}|{NO_MODEL}|k={k}|seed={seed}|{_short_hash(base)}"
+                keys = [f"{REFERENCE}|{NO_MODEL}|{NO_MODEL}|k={k}|seed={seed}|{_short_hash(b)}" for b in bases]
+                ref.key, ref.legacy_keys = keys[0], tuple(keys[1:])
                 out.append(ref)
                 for m in self.models:
                     for s in self.strategies:
                         c = Cell(s, m, k, seed)
-                        h = _short_hash({**base, "strategy": dataclasses.asdict(s), "model": [m.backbone, m.weights]})
-                        c.key = f"{s.label}|{m.backbone}|{m.init}|k={k}|seed={seed}|{h}"
+                        what = {"strategy": dataclasses.asdict(s), "model": [m.backbone, m.weights]}
+                        keys = [f"{s.label}|{m.backbone}|{m.init}|k={k}|seed={seed}|{_short_hash({**b, **what})}"
+                                for b in bases]  # fmt: skip
+                        c.key, c.legacy_keys = keys[0], tuple(keys[1:])
                         out.append(c)
         return out
 
@@ -475,6 +515,52 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def rekey_legacy_rows(path: Path, cells: Sequence[Cell]) -> int:
+    """Rename the rows of ``path`` recorded under a cell's :attr:`Cell.legacy_keys` to its key; returns how many.
+
+    A row is renamed only when its cell's current key is not in the table yet (a resumed run would
+    otherwise hold it twice).  The table is rewritten atomically, every other row and line untouched.
+    """
+    if not path.is_file():
+        return 0
+    with path.open(newline="") as f:
+        parts = f.read().split("\n")
+    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])  # line endings kept as they are
+    first = [next(csv.reader([line]), [""])[0] if line.strip() else "" for line in lines]
+    if not first or first[0] != "cell":
+        return 0
+    present = set(first[1:])
+    rename = {old: c.key for c in cells if c.key not in present for old in c.legacy_keys if old in present}
+    if not rename:
+        return 0
+    n = 0
+    for i, name in enumerate(first):
+        if i and name in rename:
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="").writerow([rename[name]])
+            # the first field is replaced and the rest of the line kept byte for byte (line ending included)
+            lines[i] = buf.getvalue() + lines[i][_first_field_end(lines[i]) :]
+            n += 1
+    from eotransfer.card import atomic_write_text
+
+    atomic_write_text(path, "".join(lines))
+    return n
+
+
+def _first_field_end(line: str) -> int:
+    """Where the first CSV field of ``line`` ends (the index of its comma, or of the line's end)."""
+    if line.startswith('"'):
+        i = 1
+        while True:
+            j = line.index('"', i)
+            if line[j + 1 : j + 2] == '"':
+                i = j + 2
+                continue
+            return j + 1
+    ends = [j for j in (line.find(","), line.find("\r"), line.find("\n")) if j >= 0]
+    return min(ends) if ends else len(line)
+
+
 def open_benchmark_data(cfg: BenchmarkConfig) -> EODataset:
     ns = dataclasses.replace(api.FitConfig(), data=cfg.data)
     for k, v in cfg.data_options.items():
@@ -492,6 +578,10 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
     out.mkdir(parents=True, exist_ok=True)
     results = out / RESULTS_CSV
     cells = cfg.cells()
+    rekeyed = rekey_legacy_rows(results, cells)
+    if rekeyed:
+        log(f"{rekeyed} rows of {results} recorded under the path-keyed cell names of earlier versions: renamed to "
+            "their data-fingerprint keys")  # fmt: skip
     done = {r["cell"] for r in read_results(results)}
     todo = [c for c in cells if c.key not in done]
     log(f"{cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already in {results}, {len(todo)} to run")
