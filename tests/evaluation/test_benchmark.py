@@ -390,3 +390,150 @@ def test_recorded_grids_resume_under_their_configs_keys(
     assert recorded, f"{folder}: no recorded rows"
     orphans = [k for k in recorded if k not in keys]
     assert not orphans, f"{len(orphans)} of {len(recorded)} rows of {folder} are no cell of {configs}: {orphans[:3]}"
+
+
+# -- robustness: every cell scored under attack as well ----------------------------------------------------------------
+def test_robustness_config_errors_reported_together(eurosat_like: Path) -> None:
+    bad = _config(eurosat_like, robustness={"attack": "cw", "pgd_step": 3, "pgd_steps": 0, "value_per_reflectance": -1})
+    with pytest.raises(ConfigError) as err:
+        bm.BenchmarkConfig.from_dict(bad)
+    msg = str(err.value)
+    for expected in (
+        "robustness.pgd_step: unknown key; did you mean 'pgd_steps'?",
+        "robustness.attack: 'cw' is not one of fgsm, pgd",
+        "robustness.eps: missing",
+        "robustness.pgd_steps: 0 must be an integer from 1 to 1000",
+        "robustness.value_per_reflectance: -1 must be a positive number",
+    ):
+        assert expected in msg
+    assert "5 problem(s)" in msg
+    with pytest.raises(ConfigError, match=r"robustness.eps: 'x' is not a number"):
+        bm.BenchmarkConfig.from_dict(_config(eurosat_like, robustness={"eps": "x"}))
+    with pytest.raises(ConfigError, match="robustness: 0.01; give a mapping"):
+        bm.BenchmarkConfig.from_dict(_config(eurosat_like, robustness=0.01))
+
+
+def test_robustness_keys_cells_anew_only_when_set(eurosat_like: Path) -> None:
+    plain = bm.BenchmarkConfig.from_dict(_config(eurosat_like))
+    robust = bm.BenchmarkConfig.from_dict(_config(eurosat_like, robustness={"eps": "0.01"}))
+    assert robust.robustness == {"attack": "pgd", "eps": "0.01", "pgd_steps": 10, "value_per_reflectance": None}
+    assert "robustness" not in plain.settings() and "robustness" not in plain.to_dict()
+    assert robust.to_dict()["robustness"] == robust.robustness
+    # the settings of a grid without robustness are what they were before the option existed
+    assert set(plain.settings()) == {"data", "data_options", "size", "split", "fit"}
+    assert not {c.key for c in plain.cells()} & {c.key for c in robust.cells()}
+    fgsm = bm.BenchmarkConfig.from_dict(_config(eurosat_like, robustness={"attack": "fgsm", "eps": 0.01}))
+    assert fgsm.robustness is not None and fgsm.robustness["pgd_steps"] == 1 and fgsm.robustness["eps"] == "0.01"
+    assert bm.attack_text(robust.robustness) == "pgd-10, eps 0.01 reflectance"
+    assert bm.attack_text({**robust.robustness, "value_per_reflectance": 255}) == "pgd-10, eps 0.01 reflectance (×255)"
+
+
+def test_the_reference_attacked_as_a_network_predicts_what_the_classifier_does(eurosat_like: Path) -> None:
+    from eotransfer.evaluation.reference import (
+        band_statistics_matrix,
+        fit_band_statistics_classifier,
+        reference_network,
+    )
+
+    cfg = bm.BenchmarkConfig.from_dict(_config(eurosat_like))
+    ds = bm.open_benchmark_data(cfg)
+    idx = np.arange(len(ds))
+    feats = band_statistics_matrix(ds.checked_read, idx)
+    clf = fit_band_statistics_classifier(feats, ds.labels, 0)
+    net = reference_network(clf, len(ds.bands), len(ds.classes))
+    import torch
+
+    x = torch.from_numpy(np.stack([ds.checked_read(int(i)) for i in idx]).astype(np.float32))
+    with torch.no_grad():
+        logits = net(x).double()
+    assert np.array_equal(logits.argmax(1).numpy(), clf.predict(feats))
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), clf.predict_proba(feats), atol=1e-3)
+    # differentiable in the pixels: the attack has a gradient to follow
+    x.requires_grad_(True)
+    net(x).sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_robust_grid_scores_every_attackable_cell(eurosat_like: Path, tmp_path: Path) -> None:
+    strategies = [
+        {"name": "linear-probe", "params": {"epochs": 2, "augment": False}},
+        {"name": "feature-extraction", "label": "fe:logreg", "params": {"classifier": "logreg"}},
+        {"name": "feature-extraction", "label": "fe:knn", "params": {"classifier": "knn"}},
+    ]
+    # eps 0.02 reflectance (200 DN): large against the fixture's class offsets, so the attack must cost accuracy
+    cfg = bm.BenchmarkConfig.from_dict(
+        _config(eurosat_like, strategies=strategies, labels_per_class=["all"], seeds=1,
+                models=[{"backbone": "resnet10t", "weights": "none"}], robustness={"eps": "0.02", "pgd_steps": 5})
+    )  # fmt: skip
+    out = tmp_path / "robust"
+    logs: list[str] = []
+    rows = bm.run_benchmark(cfg, out, log=logs.append)
+    by = {r["strategy"]: r for r in rows}
+    assert set(by) == {bm.REFERENCE, "linear-probe", "fe:logreg", "fe:knn"}
+    for name in (bm.REFERENCE, "linear-probe", "fe:logreg"):
+        assert 0.0 <= by[name]["robust_accuracy"] <= 1.0, name
+        assert by[name]["attack"] == "pgd-5, eps 0.02 reflectance"
+    assert by[bm.REFERENCE]["robust_accuracy"] < by[bm.REFERENCE]["accuracy"]
+    assert math.isnan(by["fe:knn"]["robust_accuracy"]) and by["fe:knn"]["attack"] == ""
+    assert any("fe:knn" in line and "no robust accuracy" in line and "not linear" in line for line in logs)
+    md = (out / "summary.md").read_text()
+    assert "#### tiny: robust accuracy (pgd-5, eps 0.02 reflectance)" in md
+    robust_part = md.split("robust accuracy (pgd-5")[1]
+    knn_line = next(line for line in robust_part.splitlines() if line.startswith("| fe:knn"))
+    assert knn_line == "| fe:knn (resnet10t, scratch) | — |"
+    assert f"| {bm.REFERENCE} | {by[bm.REFERENCE]['robust_accuracy']:.3f} (n=1) |" in robust_part
+    with (out / "summary_robust.csv").open(newline="") as f:
+        rec = {r["strategy"]: r for r in csv.DictReader(f)}
+    assert set(rec) == {bm.REFERENCE, "linear-probe", "fe:logreg"}
+    assert float(rec["linear-probe"]["mean"]) == pytest.approx(by["linear-probe"]["robust_accuracy"], abs=1e-4)
+    for png in ("label_efficiency_tiny.png", "robust_efficiency_tiny.png", "clean_vs_robust_tiny.png"):
+        assert (out / png).stat().st_size > 1000
+    from eotransfer.evaluation.report import build_report
+
+    page = build_report(out, out / "report.html").read_text()
+    assert "Robustness: accuracy under attack" in page and "alt='clean vs. robust accuracy on tiny'" in page
+
+
+def test_a_budget_wider_than_a_band_stops_the_grid_before_its_first_cell(
+    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = CountingFit()
+    monkeypatch.setattr(api, "fit", counter)
+    cfg = bm.BenchmarkConfig.from_dict(_config(eurosat_like, robustness={"eps": "0.5"}), source="wide.yaml")
+    with pytest.raises(ConfigError, match=r"wide.yaml: robustness.eps: 0.5 reflectance .* exceeds the whole range"):
+        bm.run_benchmark(cfg, tmp_path / "wide", log=lambda _: None)
+    assert counter.calls == 0 and not (tmp_path / "wide" / "results.csv").exists()
+
+
+def test_a_cells_robust_score_attacks_the_model_the_row_evaluates(eurosat_like: Path) -> None:
+    cfg = bm.BenchmarkConfig.from_dict(_config(eurosat_like))
+    ds = bm.open_benchmark_data(cfg)
+    split = bm.base_split(ds, cfg.split, 0)
+    m = bm.fit_cell(ds, split, "linear-probe", "resnet10t", None, 0, {"epochs": 2, "augment": False, "batch_size": 16},
+                    {"attack": "pgd", "eps": "0.002", "pgd_steps": 2, "value_per_reflectance": None})  # fmt: skip
+    assert m["robust"]["clean_accuracy"] == pytest.approx(m["overall_accuracy"])
+    assert m["robust"]["n"] == len(split.test) and m["robust"]["steps"] == 2
+    assert m["robust"]["value_per_reflectance"] == 10000.0  # guessed from the data's digital numbers
+    assert "robust" not in bm.fit_cell(ds, split, "linear-probe", "resnet10t", None, 0, {"epochs": 1})
+
+
+def test_a_table_of_earlier_columns_is_widened_when_robust_rows_arrive(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    old = {c: "1" for c in bm.COLUMNS_BEFORE_ROBUSTNESS} | {"cell": "a", "k": "all", "accuracy": "0.5",
+                                                            "confusion_matrix": "[[1]]", "finished": "t"}  # fmt: skip
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=bm.COLUMNS_BEFORE_ROBUSTNESS)
+        w.writeheader()
+        w.writerow(old)
+    before = path.read_bytes()
+    bm.append_row(path, {**old, "cell": "b", "robust_accuracy": "", "attack": ""})  # nothing new: header kept
+    assert path.read_bytes().startswith(before) and path.read_text().splitlines()[0] == ",".join(
+        bm.COLUMNS_BEFORE_ROBUSTNESS
+    )
+    bm.append_row(path, {**old, "cell": "c", "robust_accuracy": 0.25, "attack": "pgd-10, eps 0.01 reflectance"})
+    assert path.read_text().splitlines()[0] == ",".join(bm.COLUMNS)
+    rows = {r["cell"]: r for r in bm.read_results(path)}
+    assert set(rows) == {"a", "b", "c"}
+    assert math.isnan(rows["a"]["robust_accuracy"]) and rows["a"]["accuracy"] == 0.5 and rows["a"]["attack"] == ""
+    assert rows["c"]["robust_accuracy"] == 0.25 and rows["c"]["confusion_matrix"] == "[[1]]"
+    assert not list(tmp_path.glob(".*"))  # the atomic rewrite left no temporary file

@@ -283,6 +283,26 @@ def robust_accuracy(
     }
 
 
+def attack_network(
+    network: nn.Module, bands: Any, read: Callable[[int], np.ndarray], indices: np.ndarray, labels: np.ndarray,
+    attack: str = "pgd", eps: str | float = "", pgd_steps: int | None = None, value_per_reflectance: float | None = None,
+    seed: int = 0, option: str = "--eps",
+) -> dict[str, Any]:  # fmt: skip
+    """Clean and robust accuracy of ``network`` (raw data units in, logits out) on the samples ``indices``.
+
+    ``bands``: the network's :class:`~eotransfer.bands.BandSet`, which names the per-band budget; the valid
+    range is each band's min..max over the attacked samples.  The result records the budget (reflectance and
+    data units), the attack and its steps with the accuracies.  ``option`` names the budget in errors.
+    """
+    if attack not in ATTACKS:
+        raise ConfigError(f"--attack: {attack!r} is not one of {', '.join(ATTACKS)}")
+    steps = int(pgd_steps) if pgd_steps is not None else 10
+    lo, hi = band_range(read, indices)
+    budget = make_budget(eps, bands, lo, hi, value_per_reflectance, option)
+    result = robust_accuracy(network, read, indices, labels, budget, attack, steps, seed)
+    return {**result, "eps": str(eps), **budget.to_dict(bands.names), "range_from": "evaluated samples"}
+
+
 def attack_saved_model(saved: Any, ds: Any, indices: np.ndarray, labels: np.ndarray, **options: Any) -> dict[str, Any]:
     """``eotransfer evaluate --attack``: robust accuracy of a saved model on ``ds``'s samples ``indices``.
 
@@ -302,9 +322,5 @@ def attack_saved_model(saved: Any, ds: Any, indices: np.ndarray, labels: np.ndar
         network = folded_network(saved, "a gradient attack")
     except ConfigError as e:
         raise ConfigError(f"--attack: {e}") from e
-    steps = int(options["pgd_steps"]) if options.get("pgd_steps") is not None else 10
-    lo, hi = band_range(ds.checked_read, indices)
-    budget = make_budget(eps, saved.bands, lo, hi, options.get("value_per_reflectance"))
-    result = robust_accuracy(network, ds.checked_read, indices, labels, budget, attack, steps,
-                             int(options.get("seed") or 0))  # fmt: skip
-    return {**result, "eps": str(eps), **budget.to_dict(saved.bands.names), "range_from": "evaluated samples"}
+    return attack_network(network, saved.bands, ds.checked_read, indices, labels, attack, eps, options.get("pgd_steps"),
+                          options.get("value_per_reflectance"), int(options.get("seed") or 0))  # fmt: skip

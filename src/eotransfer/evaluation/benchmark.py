@@ -47,9 +47,14 @@ REFERENCE = "band-stats+LR"
 NO_MODEL = "—"
 #: the tidy table's columns, one row per fitted cell; ``finished`` last, so a torn last line reads as unfinished
 COLUMNS = ("cell", "data", "split", "strategy", "strategy_name", "backbone", "weights", "init", "k", "n_train",
-           "n_val", "n_test", "seed", "accuracy", "macro_f1", "seconds", "confusion_matrix", "finished")  # fmt: skip
+           "n_val", "n_test", "seed", "accuracy", "macro_f1", "robust_accuracy", "attack", "seconds",
+           "confusion_matrix", "finished")  # fmt: skip
+#: the columns of tables recorded before ``robustness:`` existed; such a table keeps its header until a row
+#: with a robust accuracy is appended, which rewrites it with :data:`COLUMNS`
+COLUMNS_BEFORE_ROBUSTNESS = tuple(c for c in COLUMNS if c not in ("robust_accuracy", "attack"))
 CONFIG_KEYS = ("name", "data", "data_options", "size", "in_memory", "split", "strategies", "models",
-               "labels_per_class", "seeds", "fit", "time_budget_s")  # fmt: skip
+               "labels_per_class", "seeds", "fit", "robustness", "time_budget_s")  # fmt: skip
+ROBUSTNESS_KEYS = ("attack", "eps", "pgd_steps", "value_per_reflectance")
 SPLIT_OPTIONS = ("kind", "test_fraction", "val_fraction", "block_deg", "seed", "test_blocks")
 #: split kinds whose test side can be named (``test_blocks``: zones, lon/lat cells, groups, or east / west)
 BLOCK_SPLITS = ("utm-zone", "lonlat-block", "group")
@@ -237,6 +242,8 @@ class BenchmarkConfig:
     fit: dict[str, Any] = field(default_factory=dict)
     time_budget_s: float | None = None
     source: str = "benchmark config"
+    #: ``{attack, eps, pgd_steps, value_per_reflectance}``: score every cell under that attack as well
+    robustness: dict[str, Any] | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> BenchmarkConfig:
@@ -384,10 +391,11 @@ class BenchmarkConfig:
             problems.append(f"time_budget_s: {budget!r} must be a positive number of seconds or left out")
         if data and not Path(data).exists():
             problems.append(f"data: {data}: no such file or folder")
+        robustness = parse_robustness(raw.get("robustness"), problems)
         if problems:
             raise ConfigError(f"{source}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems))
         return cls(data, strategies, models, ks, seeds, str(raw.get("name") or Path(data).name), data_options, size,
-                   bool(raw.get("in_memory", True)), split, fit_opts, budget, source)  # fmt: skip
+                   bool(raw.get("in_memory", True)), split, fit_opts, budget, source, robustness)  # fmt: skip
 
     def settings(self, data: str | None = None) -> dict[str, Any]:
         """What a cell's result depends on besides its strategy, model, k and seed.
@@ -395,8 +403,11 @@ class BenchmarkConfig:
         The data enter as their :func:`data_fingerprint`, not their path; ``data`` replaces that
         (the path-keyed settings of earlier versions, for :meth:`cells`' ``legacy_keys``).
         """
-        return {"data": data_fingerprint(self.data) if data is None else data, "data_options": self.data_options,
-                "size": self.size, "split": self.split, "fit": self.fit}  # fmt: skip
+        out = {"data": data_fingerprint(self.data) if data is None else data, "data_options": self.data_options,
+               "size": self.size, "split": self.split, "fit": self.fit}  # fmt: skip
+        if self.robustness is not None:  # only when set: the keys of grids without it stay what they were
+            out["robustness"] = self.robustness
+        return out
 
     def legacy_data_names(self) -> list[str]:
         """The ``data`` strings earlier versions hashed into a key: the path as written and as resolved."""
@@ -429,7 +440,65 @@ class BenchmarkConfig:
                 "models": [{"backbone": m.backbone, "weights": m.weights} for m in self.models if not m.added],
                 "added_scratch_references": [m.backbone for m in self.models if m.added],
                 "labels_per_class": self.labels_per_class, "seeds": self.seeds, "fit": self.fit,
+                **({"robustness": self.robustness} if self.robustness is not None else {}),
                 "time_budget_s": self.time_budget_s}  # fmt: skip
+
+
+def parse_robustness(raw: Any, problems: list[str]) -> dict[str, Any] | None:
+    """The config's ``robustness:`` mapping, checked (problems appended), with its defaults filled in."""
+    from eotransfer.evaluation.attacks import ATTACKS, parse_eps
+
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.append(f"robustness: {raw!r}; give a mapping, e.g. {{attack: pgd, eps: '0.005', pgd_steps: 10}}")
+        return None
+    for k in raw:
+        if k not in ROBUSTNESS_KEYS:
+            problems.append(f"robustness.{k}: unknown key" + did_you_mean(str(k), ROBUSTNESS_KEYS))
+    out: dict[str, Any] = {"attack": str(raw.get("attack", "pgd")), "eps": raw.get("eps"),
+                           "pgd_steps": raw.get("pgd_steps", 10),
+                           "value_per_reflectance": raw.get("value_per_reflectance")}  # fmt: skip
+    if out["attack"] not in ATTACKS:
+        problems.append(f"robustness.attack: {out['attack']!r} is not one of {', '.join(ATTACKS)}")
+    if out["eps"] is None:
+        problems.append("robustness.eps: missing; give the budget in reflectance units, e.g. eps: '0.005'")
+    else:
+        out["eps"] = str(out["eps"])
+        try:
+            parse_eps(out["eps"], "robustness.eps")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    steps = out["pgd_steps"]
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
+        problems.append(f"robustness.pgd_steps: {steps!r} must be an integer from 1 to 1000")
+    if out["attack"] == "fgsm":
+        out["pgd_steps"] = 1
+    vpr = out["value_per_reflectance"]
+    if vpr is not None and (not isinstance(vpr, int | float) or isinstance(vpr, bool) or not vpr > 0):
+        problems.append(f"robustness.value_per_reflectance: {vpr!r} must be a positive number or left out")
+    return out
+
+
+def check_robustness_budget(cfg: BenchmarkConfig, ds: EODataset, split: Split) -> None:
+    """Refuse, before a seed's first cell, a ``robustness.eps`` wider than a band's range over its test side."""
+    from eotransfer.evaluation.attacks import band_range, make_budget
+
+    if cfg.robustness is None:
+        return
+    lo, hi = band_range(ds.checked_read, split.test)
+    try:
+        make_budget(cfg.robustness["eps"], ds.bands, lo, hi, cfg.robustness["value_per_reflectance"],
+                    "robustness.eps")  # fmt: skip
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg.source}: {exc}; nothing of this seed was run") from None
+
+
+def attack_text(robustness: dict[str, Any]) -> str:
+    """``"pgd-10, eps 0.00784 reflectance"``: how a row's robust accuracy was measured."""
+    steps = f"-{robustness['pgd_steps']}" if robustness["attack"] == "pgd" else ""
+    vpr = robustness.get("value_per_reflectance")
+    return f"{robustness['attack']}{steps}, eps {robustness['eps']} reflectance" + (f" (×{vpr:g})" if vpr else "")
 
 
 def _param_names(scls: Any) -> set[str]:
@@ -444,23 +513,57 @@ def _any_strategy_has(name: str) -> bool:
 
 
 # -- running cells --------------------------------------------------------------------------------------------------
-def reference_accuracy(ds: EODataset, split: Split, seed: int) -> dict[str, Any]:
-    """Band statistics + logistic regression on ``split`` (the first reference row): accuracy and metrics."""
+def reference_accuracy(ds: EODataset, split: Split, seed: int,
+                       robustness: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Band statistics + logistic regression on ``split`` (the first reference row): accuracy and metrics.
+
+    With ``robustness`` (see :class:`BenchmarkConfig`), also ``robust``: the attack's result on the test
+    side, the fitted reference attacked as a network (:func:`~eotransfer.evaluation.reference.reference_network`).
+    """
     from eotransfer.engine.metrics import classification_metrics
+    from eotransfer.evaluation.reference import reference_network
 
     f_train = band_statistics_matrix(ds.checked_read, split.train)
     f_test = band_statistics_matrix(ds.checked_read, split.test)
     clf = fit_band_statistics_classifier(f_train, ds.labels[split.train], seed)
-    return classification_metrics(ds.labels[split.test], clf.predict(f_test), ds.classes)
+    out = classification_metrics(ds.labels[split.test], clf.predict(f_test), ds.classes)
+    if robustness is not None:
+        from eotransfer.evaluation.attacks import attack_network
+
+        net = reference_network(clf, len(ds.bands), len(ds.classes))
+        out["robust"] = attack_network(net, ds.bands, ds.checked_read, split.test, ds.labels[split.test],
+                                       seed=seed, option="robustness.eps", **robustness)  # fmt: skip
+    return out
 
 
 def fit_cell(ds: EODataset, split: Split, strategy: str, backbone: str, weights: str | None, seed: int,
-             options: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """One ``api.fit`` on a fixed split; returns the test metrics (and ``seconds``)."""
+             options: dict[str, Any], robustness: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """One ``api.fit`` on a fixed split; returns the test metrics (and ``seconds``, the fit's).
+
+    With ``robustness``, the model is saved to a temporary folder and attacked as ``eotransfer evaluate
+    --attack`` attacks it (:func:`~eotransfer.evaluation.attacks.attack_saved_model`) on the test side:
+    ``robust`` holds the result, or ``robust_skipped`` why no gradient attack applies (a kNN, RBF-SVM or
+    random-forest head has no input gradient).
+    """
+    import tempfile
+
     t0 = time.perf_counter()
-    res = api.fit(ds, split_override=split, strategy=strategy, backbone=backbone, weights=weights, seed=seed,
-                  progress=False, verbose=False, **options)  # fmt: skip
-    return {**res.metrics["test"], "seconds": round(time.perf_counter() - t0, 2)}
+    with tempfile.TemporaryDirectory(prefix="eotransfer-cell-") as tmp:
+        out: dict[str, Any] = {"out": str(Path(tmp) / "model")} if robustness is not None else {}
+        res = api.fit(ds, split_override=split, strategy=strategy, backbone=backbone, weights=weights, seed=seed,
+                      progress=False, verbose=False, **options, **out)  # fmt: skip
+        metrics = {**res.metrics["test"], "seconds": round(time.perf_counter() - t0, 2)}
+        if robustness is not None:
+            from eotransfer.card import load_model
+            from eotransfer.evaluation.attacks import attack_saved_model
+
+            saved = load_model(out["out"])
+            labels = np.array([saved.classes.index(c) for c in ds.classes])[ds.labels[split.test]]
+            try:  # the budget was checked against the data (check_robustness_budget): this is the model's head
+                metrics["robust"] = attack_saved_model(saved, ds, split.test, labels, seed=seed, **robustness)
+            except ConfigError as exc:
+                metrics["robust_skipped"] = str(exc)
+    return metrics
 
 
 def grid_split(ds: EODataset, base: Split, k: int | str, seed: int) -> Split:
@@ -490,29 +593,53 @@ def read_results(path: Path) -> list[dict[str, Any]]:
             row: dict[str, Any] = dict(r)
             for c in ("n_train", "n_val", "n_test", "seed"):
                 row[c] = int(row[c])
-            for c in ("accuracy", "macro_f1", "seconds"):
-                row[c] = float(row[c]) if row[c] not in ("", None) else float("nan")
+            for c in ("accuracy", "macro_f1", "seconds", "robust_accuracy"):
+                row[c] = float(row[c]) if row.get(c) not in ("", None) else float("nan")
+            row.setdefault("attack", "")
             row["k"] = int(row["k"]) if str(row["k"]).isdigit() else row["k"]
             rows.append(row)
     return rows
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append one row (header first when the file is new), flushed to disk before the next cell starts."""
+    """Append one row (header first when the file is new), flushed to disk before the next cell starts.
+
+    A table recorded with the columns of earlier versions keeps them, unless ``row`` has a value for a
+    column they lack: then the table is first rewritten (atomically) with :data:`COLUMNS`, old rows blank there.
+    """
     new = not path.is_file() or path.stat().st_size == 0
+    columns: Sequence[str] = COLUMNS
     if not new:
+        with path.open(newline="") as f:
+            columns = next(csv.reader(f), list(COLUMNS))
+        if any(row.get(c) not in (None, "") for c in COLUMNS if c not in columns):
+            _widen_table(path)
+            columns = COLUMNS
         with path.open("rb") as f:
             f.seek(-1, os.SEEK_END)
             torn = f.read(1) != b"\n"  # a run killed mid-write: start a fresh line
     with path.open("a", newline="") as f:
         if not new and torn:
             f.write("\n")
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new:
             w.writeheader()
         w.writerow(row)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _widen_table(path: Path) -> None:
+    """Rewrite ``path`` with the header :data:`COLUMNS` (a torn last line dropped); every value kept."""
+    from eotransfer.card import atomic_write_text
+
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("finished")]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def rekey_legacy_rows(path: Path, cells: Sequence[Cell]) -> int:
@@ -606,17 +733,22 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
             )
         if cell.seed not in splits:
             splits[cell.seed] = base_split(ds, cfg.split, cell.seed)
+            check_robustness_budget(cfg, ds, splits[cell.seed])
         try:
             split = grid_split(ds, splits[cell.seed], cell.k, cell.seed)
             if cell.strategy is None or cell.model is None:
                 t1 = time.perf_counter()
-                m = {**reference_accuracy(ds, split, cell.seed), "seconds": round(time.perf_counter() - t1, 2)}
+                m = reference_accuracy(ds, split, cell.seed, cfg.robustness)
+                m["seconds"] = round(time.perf_counter() - t1, 2)
             else:
                 opts = {**cfg.fit, **cell.strategy.params}
-                m = fit_cell(ds, split, cell.strategy.name, cell.model.backbone, cell.model.weights, cell.seed, opts)
+                m = fit_cell(ds, split, cell.strategy.name, cell.model.backbone, cell.model.weights, cell.seed, opts,
+                             cfg.robustness)  # fmt: skip
         except EOTransferError as exc:
             log(f"[cell {n}/{len(todo)}] {cell.key}: skipped ({exc})")
             continue
+        if "robust_skipped" in m:
+            log(f"[cell {n}/{len(todo)}] {cell.key}: no robust accuracy ({m['robust_skipped']})")
         row = {"cell": cell.key, "data": cfg.name, "split": cfg.split["kind"],
                "strategy": cell.strategy.label if cell.strategy else REFERENCE,
                "strategy_name": cell.strategy.name if cell.strategy else REFERENCE,
@@ -624,12 +756,16 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
                "weights": (cell.model.weights or "") if cell.model else "",
                "init": cell.model.init if cell.model else NO_MODEL, "k": cell.k, "n_train": len(split.train),
                "n_val": len(split.val), "n_test": len(split.test), "seed": cell.seed,
-               "accuracy": m["overall_accuracy"], "macro_f1": m["macro_f1"], "seconds": m["seconds"],
+               "accuracy": m["overall_accuracy"], "macro_f1": m["macro_f1"],
+               "robust_accuracy": m["robust"]["robust_accuracy"] if "robust" in m else "",
+               "attack": attack_text(cfg.robustness) if "robust" in m and cfg.robustness else "", "seconds": m["seconds"],
                "confusion_matrix": json.dumps(m["confusion_matrix"]), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
         append_row(results, row)
         if progress:
+            robust = f", robust {row['robust_accuracy']:.3f}" if "robust" in m else ""
             log(f"[cell {n}/{len(todo)}] {row['strategy']} ({row['backbone']}, {row['init']}) k={cell.k} "
-                f"seed={cell.seed}: accuracy {row['accuracy']:.3f} ({m['seconds']:.1f} s; elapsed {time.time() - t0:.0f} s)")  # fmt: skip
+                f"seed={cell.seed}: accuracy {row['accuracy']:.3f}{robust} ({m['seconds']:.1f} s; elapsed "
+                f"{time.time() - t0:.0f} s)")  # fmt: skip
     keys = {c.key for c in cells}
     rows = [r for r in read_results(results) if r["cell"] in keys]
     if rows:
@@ -656,6 +792,8 @@ def summarise_rows(rows: Iterable[dict[str, Any]], value: str = "accuracy") -> l
     """One record per (data, method, k): n seeds, mean, 95 % interval, mean training-set size."""
     groups: dict[tuple[str, Method, Any], list[dict[str, Any]]] = {}
     for r in rows:
+        if value != "accuracy" and not math.isfinite(float(r.get(value, float("nan")))):
+            continue  # a row without that score (e.g. no robust accuracy: a head without input gradient)
         groups.setdefault((str(r["data"]), method_of(r), r["k"]), []).append(r)
     out = []
     for (data, m, k), rs in groups.items():
@@ -711,39 +849,61 @@ def cell_text(s: dict[str, Any]) -> str:
     return f"{s['mean']:.3f} ± {half:.3f} (n={s['n']})" if math.isfinite(half) else f"{s['mean']:.3f} (n={s['n']})"
 
 
+def method_table(rows: list[dict[str, Any]], data: str, value: str = "accuracy") -> tuple[list[Any], list[list[str]]]:
+    """One data set's ``(ks, [[method, cell per k], ...])``: mean ± 95 % interval of ``value`` per method and k
+    (``—`` where no row has it)."""
+    sub = [s for s in summarise_rows(rows, value) if s["data"] == data]
+    ks = list(dict.fromkeys(r["k"] for r in rows if r["data"] == data))
+    table = []
+    for m in dict.fromkeys(method_of(r) for r in rows if r["data"] == data):
+        cells = []
+        for k in ks:
+            s = next((s for s in sub if (s["strategy"], s["backbone"], s["init"]) == m and s["k"] == k), None)
+            cells.append("—" if s is None else cell_text(s))
+        table.append([method_label(m), *cells])
+    return ks, table
+
+
+def robust_rows(rows: list[dict[str, Any]], data: str) -> tuple[list[dict[str, Any]], str]:
+    """The rows of ``data`` scored under attack, and how (``attack_text``; several joined by ``; ``)."""
+    sub = [r for r in rows if r["data"] == data and math.isfinite(float(r.get("robust_accuracy", float("nan"))))]
+    return sub, "; ".join(dict.fromkeys(str(r.get("attack") or "?") for r in sub))
+
+
+ROBUST_NOTE = ("accuracy on the test side under the attack, the budget in reflectance units per band clipped to "
+               "each band's range over the test patches; — : no robust accuracy (a kNN, RBF-SVM or random-forest head "
+               "has no input gradient to attack)")  # fmt: skip
+
+
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
-    """Markdown tables (mean ± 95 % CI over seeds, n seeds) per data set, and the labels-needed lines."""
+    """Markdown tables (mean ± 95 % CI over seeds, n seeds) per data set, and the labels-needed lines; where
+    cells were scored under attack, the robust accuracies' table as well."""
     summary = summarise_rows(rows)
     lines: list[str] = []
     for data in dict.fromkeys(str(r["data"]) for r in rows):
-        sub = [s for s in summary if s["data"] == data]
-        ks = list(dict.fromkeys(r["k"] for r in rows if r["data"] == data))
-        lines += [
-            f"### {data}",
-            "",
-            "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
-            "|---|" + "---|" * len(ks),
-        ]
-        for m in dict.fromkeys(method_of(r) for r in rows if r["data"] == data):
-            cells = []
-            for k in ks:
-                s = next((s for s in sub if (s["strategy"], s["backbone"], s["init"]) == m and s["k"] == k), None)
-                cells.append("—" if s is None else cell_text(s))
-            lines.append(f"| {method_label(m)} | " + " | ".join(cells) + " |")
-        lines += ["", *labels_needed_lines(summary, data), ""]
+        for value, head in (("accuracy", f"### {data}"), ("robust_accuracy", f"#### {data}: robust accuracy")):
+            scored, how = robust_rows(rows, data) if value == "robust_accuracy" else (rows, "")
+            if not scored:
+                continue
+            ks, table = method_table(rows, data, value)
+            lines += [head + (f" ({how})" if how else ""), ""]
+            lines += ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+            lines += [f"| {' | '.join(t)} |" for t in table]
+            lines += ["", *(labels_needed_lines(summary, data) if value == "accuracy" else [ROBUST_NOTE]), ""]
     return "\n".join(lines)
 
 
-def plot_label_efficiency(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Mean accuracy against labelled training samples (log x) with 95 % interval bands, one curve per method."""
+def plot_label_efficiency(rows: list[dict[str, Any]], path: Path, title: str = "", value: str = "accuracy") -> Path:
+    """Mean ``value`` (test accuracy, or robust accuracy) against labelled training samples (log x) with 95 %
+    interval bands, one curve per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = summarise_rows(rows)
+    summary = summarise_rows(rows, value)
     fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=100)
-    for m in dict.fromkeys(method_of(r) for r in rows):
+    for m in dict.fromkeys((s["strategy"], s["backbone"], s["init"]) for s in summary):
         pts = sorted((s["n_train"], s["mean"], s["ci_low"], s["ci_high"]) for s in summary
                      if (s["strategy"], s["backbone"], s["init"]) == m)  # fmt: skip
         xs, mu, lo, hi = (np.array(v, dtype=np.float64) for v in zip(*pts, strict=True))
@@ -754,7 +914,7 @@ def plot_label_efficiency(rows: list[dict[str, Any]], path: Path, title: str = "
             ax.fill_between(xs[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.15, lw=0)
     ax.set_xscale("log")
     ax.set_xlabel("labelled training samples (log scale)")
-    ax.set_ylabel("test overall accuracy")
+    ax.set_ylabel("test overall accuracy" if value == "accuracy" else f"test {value.replace('_', ' ')}")
     ax.set_title(title or "label efficiency (mean, 95 % interval over seeds)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
@@ -764,28 +924,77 @@ def plot_label_efficiency(rows: list[dict[str, Any]], path: Path, title: str = "
     return path
 
 
-def write_summary(rows: list[dict[str, Any]], out: Path) -> str:
-    """``summary.csv`` (one record per method and k), ``summary.md``, per-data plots and ``results.parquet``."""
-    from eotransfer.card import atomic_write_text
+def plot_clean_vs_robust(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Robust against clean test accuracy per method with the most labels (means, 95 % interval bars): the
+    trade-off adversarial training buys; a point on the diagonal loses nothing under the attack."""
+    import matplotlib
 
-    summary = summarise_rows(rows)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in rows if math.isfinite(float(r.get("robust_accuracy", float("nan"))))]
+    k_max = max(scored, key=lambda r: r["n_train"])["k"]
+    at_k = [r for r in scored if r["k"] == k_max]
+    clean = {(s["strategy"], s["backbone"], s["init"]): s for s in summarise_rows(at_k)}
+    robust = {(s["strategy"], s["backbone"], s["init"]): s for s in summarise_rows(at_k, "robust_accuracy")}
+    fig, ax = plt.subplots(figsize=(6.4, 5.2), dpi=100)
+    for m, r in robust.items():
+        c = clean[m]
+        err = [[[max(0.0, s["mean"] - s["ci_low"])], [max(0.0, s["ci_high"] - s["mean"])]] if math.isfinite(s["ci_low"])
+               else None for s in (c, r)]  # fmt: skip
+        style: dict[str, Any] = {"color": "0.3", "marker": "s"} if m[2] == NO_MODEL else {"marker": "o"}
+        ax.errorbar(c["mean"], r["mean"], xerr=err[0], yerr=err[1], ms=5, capsize=2, lw=0.8, ls="none",
+                    label=method_label(m), **style)  # fmt: skip
+    lo = min(min(s["mean"] for s in robust.values()), min(s["mean"] for s in clean.values())) - 0.05
+    ax.plot([lo, 1], [lo, 1], color="0.7", lw=0.8, ls=":")
+    ax.set_xlabel(f"clean test accuracy (k={k_max})")
+    ax.set_ylabel(f"robust test accuracy (k={k_max})")
+    ax.set_title(title or "clean vs. robust accuracy (mean, 95 % interval over seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _summary_csv(summary: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(("data", "method", "strategy", "backbone", "init", "k", "n_train", "n", "mean", "ci_low", "ci_high"))
     for s in summary:
         w.writerow([s["data"], s["method"], s["strategy"], s["backbone"], s["init"], s["k"], f"{s['n_train']:.1f}",
                     s["n"], f"{s['mean']:.4f}", f"{s['ci_low']:.4f}", f"{s['ci_high']:.4f}"])  # fmt: skip
-    atomic_write_text(out / "summary.csv", buf.getvalue())
+    return buf.getvalue()
+
+
+def write_summary(rows: list[dict[str, Any]], out: Path) -> str:
+    """``summary.csv`` (one record per method and k), ``summary.md``, per-data plots and ``results.parquet``;
+    where cells were scored under attack, ``summary_robust.csv`` and the robust accuracies' plots as well."""
+    from eotransfer.card import atomic_write_text
+
+    atomic_write_text(out / "summary.csv", _summary_csv(summarise_rows(rows)))
     text = summary_markdown(rows)
     atomic_write_text(out / "summary.md", text)
+    robust_any = False
     for data in dict.fromkeys(str(r["data"]) for r in rows):
         plot_label_efficiency([r for r in rows if r["data"] == data], out / f"label_efficiency_{data}.png", data)
+        scored, how = robust_rows(rows, data)
+        if scored:
+            robust_any = True
+            plot_label_efficiency(scored, out / f"robust_efficiency_{data}.png", f"{data}: robust accuracy ({how})",
+                                  "robust_accuracy")  # fmt: skip
+            plot_clean_vs_robust(scored, out / f"clean_vs_robust_{data}.png", f"{data}: clean vs. robust ({how})")
+    if robust_any:
+        atomic_write_text(out / "summary_robust.csv", _summary_csv(summarise_rows(rows, "robust_accuracy")))
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    drop = () if robust_any else ("robust_accuracy", "attack")  # tables without it keep their earlier schema
     tmp = out / f".results.parquet.{secrets.token_hex(4)}"
     try:
-        pq.write_table(pa.Table.from_pylist([{**r, "k": str(r["k"])} for r in rows]), tmp)
+        pq.write_table(pa.Table.from_pylist([{**{c: v for c, v in r.items() if c not in drop}, "k": str(r["k"])}
+                                             for r in rows]), tmp)  # fmt: skip
         os.replace(tmp, out / "results.parquet")
     finally:
         tmp.unlink(missing_ok=True)

@@ -8,8 +8,10 @@ pixel/object-statistics baseline; cf. Helber et al. 2019 for EuroSAT).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+import torch
 
 PERCENTILES = (5, 25, 50, 75, 95)
 
@@ -26,10 +28,28 @@ def band_statistics_matrix(read: Callable[[int], np.ndarray], indices: Sequence[
 
 
 def fit_band_statistics_classifier(features: np.ndarray, labels: np.ndarray, seed: int = 0):  # type: ignore[no-untyped-def]
-    """Standardised band statistics → multinomial logistic regression (L2, C=1)."""
+    """Standardised band statistics → multinomial logistic regression (L2, C=1).
+
+    The pipeline's steps are named ``scale`` and ``clf``, as the feature-extraction classifiers' are, so
+    :func:`reference_network` folds it into a linear layer.
+    """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+    from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, C=1.0, random_state=seed))
+    clf = Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=5000, C=1.0, random_state=seed))])
     return clf.fit(features, labels)
+
+
+def reference_network(clf: Any, n_bands: int, n_classes: int) -> torch.nn.Module:
+    """The fitted reference as a network on raw C×H×W patches: band statistics, then the folded classifier.
+
+    Its logits' argmax is ``clf``'s prediction on :func:`band_statistics` (patches without NaN pixels), and it
+    is differentiable in the pixels (the percentiles through ``sort``), so gradient attacks
+    (:mod:`eotransfer.evaluation.attacks`) score the reference row's robustness as they score a network's.
+    """
+    from eotransfer.evaluation.classical import linear_head
+    from eotransfer.models.band_statistics import BandStatistics
+
+    stats = BandStatistics(n_bands)
+    return torch.nn.Sequential(stats, linear_head(clf, stats.num_features, n_classes)).eval()

@@ -427,26 +427,32 @@ def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
     curves = Section("Label-efficiency curves", "<p>Mean test overall accuracy over seeds; bands: 95 % Student-t "
                      "interval; x: labelled training samples, log scale. Dashed: the band-statistics reference.</p>")  # fmt: skip
     table = Section("Mean ± 95 % interval per cell")
+    robust = Section(
+        "Robustness: accuracy under attack", f"<p>{html.escape(bm.ROBUST_NOTE[0].upper() + bm.ROBUST_NOTE[1:])}.</p>"
+    )
     per_class = Section("Per-class metrics and confusion matrix (best method, most labels, summed over seeds)")
     for data in datas:
         sub = [r for r in rows if r["data"] == data]
         with tempfile.TemporaryDirectory() as tmp:
             png = bm.plot_label_efficiency(sub, Path(tmp) / "c.png", data).read_bytes()
         curves.figures.append(Figure(f"label_efficiency_{_safe(data)}", png, f"label efficiency on {data}"))
-        ks = list(dict.fromkeys(r["k"] for r in sub))
-        methods = list(dict.fromkeys(bm.method_of(r) for r in sub))
-        trs = []
-        for m in methods:
-            cells = []
-            for k in ks:
-                s = next((s for s in summary if s["data"] == data and (s["strategy"], s["backbone"], s["init"]) == m
-                          and s["k"] == k), None)  # fmt: skip
-                cells.append("—" if s is None else bm.cell_text(s))
-            trs.append([bm.method_label(m), *cells])
+        ks, trs = bm.method_table(sub, data)
         n_of = {k: next(r["n_train"] for r in sub if r["k"] == k) for k in ks}
-        table.body += f"<h3>{html.escape(data)}</h3>" + html_table(
-            ["method", *[f"k={k} ({n_of[k]} labels)" for k in ks]], trs
-        )
+        header = ["method", *[f"k={k} ({n_of[k]} labels)" for k in ks]]
+        table.body += f"<h3>{html.escape(data)}</h3>" + html_table(header, trs)
+        scored, how = bm.robust_rows(sub, data)
+        if scored:
+            robust.body += f"<h3>{html.escape(data)}: {html.escape(how)}</h3>" + html_table(
+                header, bm.method_table(sub, data, "robust_accuracy")[1]
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                png = bm.plot_label_efficiency(scored, Path(tmp) / "r.png", f"{data}: robust accuracy ({how})",
+                                               "robust_accuracy").read_bytes()  # fmt: skip
+                png2 = bm.plot_clean_vs_robust(scored, Path(tmp) / "cr.png", f"{data}: clean vs. robust").read_bytes()
+            robust.figures.append(Figure(f"robust_efficiency_{_safe(data)}", png, f"robust accuracy on {data}"))
+            robust.figures.append(
+                Figure(f"clean_vs_robust_{_safe(data)}", png2, f"clean vs. robust accuracy on {data}")
+            )
         needed = bm.labels_needed_lines(summary, data)
         table.body += "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in needed) + "</ul>" if needed else ""
         k_max = max(ks, key=lambda k: n_of[k])
@@ -469,7 +475,8 @@ def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
                 cm, classes, f"{data}: {best['method']}, k={k_max}"), f"confusion matrix on {data}, summed over seeds"))  # fmt: skip
     skipped = note("a benchmark keeps no models; `eotransfer report MODEL_DIR` on a saved model (`eotransfer fit "
                    "--out`) draws the embedding map and sample predictions")  # fmt: skip
-    sections = [curves, table, per_class, Section("Embedding map", skipped), Section("Sample predictions", skipped)]
+    sections = [curves, table, *([robust] if robust.figures else []), per_class, Section("Embedding map", skipped),
+                Section("Sample predictions", skipped)]  # fmt: skip
     sections.append(Section("Model card", note("a benchmark has no single model card; each cell's model is described "
                                                "by its row in results.csv")))  # fmt: skip
     config_path = folder / "benchmark.yaml"
