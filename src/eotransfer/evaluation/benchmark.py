@@ -942,7 +942,8 @@ def plot_clean_vs_robust(rows: list[dict[str, Any]], path: Path, title: str = ""
         c = clean[m]
         err = [[[max(0.0, s["mean"] - s["ci_low"])], [max(0.0, s["ci_high"] - s["mean"])]] if math.isfinite(s["ci_low"])
                else None for s in (c, r)]  # fmt: skip
-        style: dict[str, Any] = {"color": "0.3", "marker": "s"} if m[2] == NO_MODEL else {"marker": "o"}
+        style: dict[str, Any] = ({"color": "0.3", "marker": "s"} if m[2] == NO_MODEL
+                                 else {"marker": "^" if m[2] == "scratch" else "o"})  # fmt: skip
         ax.errorbar(c["mean"], r["mean"], xerr=err[0], yerr=err[1], ms=5, capsize=2, lw=0.8, ls="none",
                     label=method_label(m), **style)  # fmt: skip
     lo = min(min(s["mean"] for s in robust.values()), min(s["mean"] for s in clean.values())) - 0.05
