@@ -708,3 +708,39 @@ def test_a_candidate_that_cannot_train_on_a_fold_gives_its_place_to_the_next(mon
     assert calls == [None, "finetune"]
     with pytest.raises(ConfigError, match=r"no candidate could be measured on the folds \(protonet: --shots: 1"):
         adv.measure_candidates([0] * 3000, recs[1:2], AdviseConfig(top=2))
+
+
+def test_under_robust_the_reference_leads_only_where_it_holds_above_a_constant_answer() -> None:
+    holds = facts(
+        k=50, reference_robust=0.80, reference_certified=0.62, majority_accuracy=0.55, reference_robust_se=0.05
+    )
+    recs = recommend(holds, AdviseConfig(robust=True, robust_eps="0.004"))
+    assert recs[0].strategy == "feature-extraction" and recs[0].options == {
+        "backbone": "band-stats",
+        "classifier": "logreg",
+    }
+    assert "keeps 0.800" in recs[0].reason and "certified >= 0.620" in recs[0].reason and "0.550" in recs[0].reason
+    assert recs[1].strategy == "adversarial" and recs[1].options["eps"] == "0.004"
+    assert sum(r.options.get("backbone") == "band-stats" for r in recs) == 1  # not proposed twice
+    # within one standard error of the majority class: adversarial fine-tuning first, with the measured reason
+    near = facts(k=50, reference_robust=0.58, reference_certified=0.3, majority_accuracy=0.55, reference_robust_se=0.05)
+    assert not near.reference_holds_under_attack
+    first = recommend(near, AdviseConfig(robust=True))[0]
+    assert first.strategy == "adversarial" and first.options["eps"] == "0.002"
+    assert "no better than a constant answer" in first.reason and "5-14 points" in first.reason
+    # not measured (no probe): adversarial, and the reason claims nothing about the reference
+    plain = recommend(facts(), AdviseConfig(robust=True))[0]
+    assert plain.strategy == "adversarial" and "keeps" not in plain.reason
+
+
+def test_robust_inspection_attacks_the_reference_by_cross_validation(eurosat_like: Path) -> None:
+    cfg = AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", robust=True, robust_eps="0.0035",
+                       robust_value_per_reflectance=10000.0, probe=False, verbose=False)  # fmt: skip
+    f, _ = inspect_task(cfg)
+    assert f.reference_robust is not None and f.reference_certified is not None and f.majority_accuracy is not None
+    assert 0.0 <= f.reference_certified <= f.reference_robust <= 1.0
+    assert f.majority_accuracy == pytest.approx(1 / 3, abs=0.05)  # the fixture's classes are balanced
+    small, _ = inspect_task(AdviseConfig(**{**cfg.__dict__, "robust_eps": "0.0001"}))
+    assert small.reference_robust == pytest.approx(1.0) and small.reference_holds_under_attack
+    with pytest.raises(ConfigError, match="--robust-eps: 0.5 reflectance .* exceeds the whole range"):
+        inspect_task(AdviseConfig(**{**cfg.__dict__, "robust_eps": "0.5"}))

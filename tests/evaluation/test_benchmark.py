@@ -474,6 +474,9 @@ def test_robust_grid_scores_every_attackable_cell(eurosat_like: Path, tmp_path: 
         assert 0.0 <= by[name]["robust_accuracy"] <= 1.0, name
         assert by[name]["attack"] == "pgd-5, eps 0.02 reflectance"
     assert by[bm.REFERENCE]["robust_accuracy"] < by[bm.REFERENCE]["accuracy"]
+    # the reference row is bracketed: its certified accuracy (a lower bound) below its robust accuracy
+    assert 0.0 <= by[bm.REFERENCE]["certified_accuracy"] <= by[bm.REFERENCE]["robust_accuracy"]
+    assert all(math.isnan(by[n]["certified_accuracy"]) for n in ("linear-probe", "fe:logreg", "fe:knn"))
     assert math.isnan(by["fe:knn"]["robust_accuracy"]) and by["fe:knn"]["attack"] == ""
     assert any("fe:knn" in line and "no robust accuracy" in line and "not linear" in line for line in logs)
     md = (out / "summary.md").read_text()
@@ -482,6 +485,11 @@ def test_robust_grid_scores_every_attackable_cell(eurosat_like: Path, tmp_path: 
     knn_line = next(line for line in robust_part.splitlines() if line.startswith("| fe:knn"))
     assert knn_line == "| fe:knn (resnet10t, scratch) | — |"
     assert f"| {bm.REFERENCE} | {by[bm.REFERENCE]['robust_accuracy']:.3f} (n=1) |" in robust_part
+    cert = by[bm.REFERENCE]["certified_accuracy"]
+    assert f"Certified accuracy of {bm.REFERENCE} (no perturbation within the budget" in robust_part
+    assert f"k=all {cert:.3f} (n=1)" in robust_part
+    with (out / "summary_certified.csv").open(newline="") as f:
+        assert [(r["strategy"], float(r["mean"])) for r in csv.DictReader(f)] == [(bm.REFERENCE, pytest.approx(cert))]
     with (out / "summary_robust.csv").open(newline="") as f:
         rec = {r["strategy"]: r for r in csv.DictReader(f)}
     assert set(rec) == {bm.REFERENCE, "linear-probe", "fe:logreg"}
@@ -492,6 +500,7 @@ def test_robust_grid_scores_every_attackable_cell(eurosat_like: Path, tmp_path: 
 
     page = build_report(out, out / "report.html").read_text()
     assert "Robustness: accuracy under attack" in page and "alt='clean vs. robust accuracy on tiny'" in page
+    assert f"Certified accuracy of {bm.REFERENCE}" in page
 
 
 def test_a_budget_wider_than_a_band_stops_the_grid_before_its_first_cell(

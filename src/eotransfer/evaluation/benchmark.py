@@ -47,11 +47,13 @@ REFERENCE = "band-stats+LR"
 NO_MODEL = "—"
 #: the tidy table's columns, one row per fitted cell; ``finished`` last, so a torn last line reads as unfinished
 COLUMNS = ("cell", "data", "split", "strategy", "strategy_name", "backbone", "weights", "init", "k", "n_train",
-           "n_val", "n_test", "seed", "accuracy", "macro_f1", "robust_accuracy", "attack", "seconds",
-           "confusion_matrix", "finished")  # fmt: skip
+           "n_val", "n_test", "seed", "accuracy", "macro_f1", "robust_accuracy", "attack",
+           "certified_accuracy", "seconds", "confusion_matrix", "finished")  # fmt: skip
+#: the columns only ``robustness:`` fills (``certified_accuracy``: the reference row's certified lower bound)
+ROBUST_COLUMNS = ("robust_accuracy", "attack", "certified_accuracy")
 #: the columns of tables recorded before ``robustness:`` existed; such a table keeps its header until a row
 #: with a robust accuracy is appended, which rewrites it with :data:`COLUMNS`
-COLUMNS_BEFORE_ROBUSTNESS = tuple(c for c in COLUMNS if c not in ("robust_accuracy", "attack"))
+COLUMNS_BEFORE_ROBUSTNESS = tuple(c for c in COLUMNS if c not in ROBUST_COLUMNS)
 CONFIG_KEYS = ("name", "data", "data_options", "size", "in_memory", "split", "strategies", "models",
                "labels_per_class", "seeds", "fit", "robustness", "time_budget_s")  # fmt: skip
 ROBUSTNESS_KEYS = ("attack", "eps", "pgd_steps", "value_per_reflectance")
@@ -521,18 +523,15 @@ def reference_accuracy(ds: EODataset, split: Split, seed: int,
     side, the fitted reference attacked as a network (:func:`~eotransfer.evaluation.reference.reference_network`).
     """
     from eotransfer.engine.metrics import classification_metrics
-    from eotransfer.evaluation.reference import reference_network
+    from eotransfer.evaluation.reference import attack_reference
 
     f_train = band_statistics_matrix(ds.checked_read, split.train)
     f_test = band_statistics_matrix(ds.checked_read, split.test)
     clf = fit_band_statistics_classifier(f_train, ds.labels[split.train], seed)
     out = classification_metrics(ds.labels[split.test], clf.predict(f_test), ds.classes)
     if robustness is not None:
-        from eotransfer.evaluation.attacks import attack_network
-
-        net = reference_network(clf, len(ds.bands), len(ds.classes))
-        out["robust"] = attack_network(net, ds.bands, ds.checked_read, split.test, ds.labels[split.test],
-                                       seed=seed, option="robustness.eps", **robustness)  # fmt: skip
+        out["robust"] = attack_reference(clf, ds.bands, ds.checked_read, split.test, ds.labels[split.test],
+                                         len(ds.classes), seed=seed, option="robustness.eps", **robustness)  # fmt: skip
     return out
 
 
@@ -593,7 +592,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
             row: dict[str, Any] = dict(r)
             for c in ("n_train", "n_val", "n_test", "seed"):
                 row[c] = int(row[c])
-            for c in ("accuracy", "macro_f1", "seconds", "robust_accuracy"):
+            for c in ("accuracy", "macro_f1", "seconds", "robust_accuracy", "certified_accuracy"):
                 row[c] = float(row[c]) if row.get(c) not in ("", None) else float("nan")
             row.setdefault("attack", "")
             row["k"] = int(row["k"]) if str(row["k"]).isdigit() else row["k"]
@@ -758,7 +757,8 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
                "n_val": len(split.val), "n_test": len(split.test), "seed": cell.seed,
                "accuracy": m["overall_accuracy"], "macro_f1": m["macro_f1"],
                "robust_accuracy": m["robust"]["robust_accuracy"] if "robust" in m else "",
-               "attack": attack_text(cfg.robustness) if "robust" in m and cfg.robustness else "", "seconds": m["seconds"],
+               "attack": attack_text(cfg.robustness) if "robust" in m and cfg.robustness else "",
+               "certified_accuracy": m.get("robust", {}).get("certified_accuracy", ""), "seconds": m["seconds"],
                "confusion_matrix": json.dumps(m["confusion_matrix"]), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
         append_row(results, row)
         if progress:
@@ -872,7 +872,21 @@ def robust_rows(rows: list[dict[str, Any]], data: str) -> tuple[list[dict[str, A
 
 ROBUST_NOTE = ("accuracy on the test side under the attack, the budget in reflectance units per band clipped to "
                "each band's range over the test patches; — : no robust accuracy (a kNN, RBF-SVM or random-forest head "
-               "has no input gradient to attack)")  # fmt: skip
+               "has no input gradient to attack); band-stats+LR: a patch counts as robust only when it survives the "
+               "attack and the worst uniform offset of each band as well")  # fmt: skip
+
+
+def certified_lines(rows: list[dict[str, Any]], data: str) -> list[str]:
+    """The reference row's certified accuracy per k (a lower bound against any attack within the budget), if any."""
+    cert = [s for s in summarise_rows([r for r in rows if r["data"] == data], "certified_accuracy")]
+    if not cert:
+        return []
+    cells = ", ".join(f"k={s['k']} {cell_text(s)}" for s in cert)
+    return [
+        f"Certified accuracy of {REFERENCE} (no perturbation within the budget changes these predictions: a "
+        f"lower bound on its robust accuracy against any attack, the row above an upper bound): {cells}.",
+        "",
+    ]
 
 
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
@@ -890,6 +904,8 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
             lines += ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
             lines += [f"| {' | '.join(t)} |" for t in table]
             lines += ["", *(labels_needed_lines(summary, data) if value == "accuracy" else [ROBUST_NOTE]), ""]
+            if value == "robust_accuracy":
+                lines += certified_lines(rows, data)
     return "\n".join(lines)
 
 
@@ -988,10 +1004,13 @@ def write_summary(rows: list[dict[str, Any]], out: Path) -> str:
             plot_clean_vs_robust(scored, out / f"clean_vs_robust_{data}.png", f"{data}: clean vs. robust ({how})")
     if robust_any:
         atomic_write_text(out / "summary_robust.csv", _summary_csv(summarise_rows(rows, "robust_accuracy")))
+        certified = summarise_rows(rows, "certified_accuracy")
+        if certified:
+            atomic_write_text(out / "summary_certified.csv", _summary_csv(certified))
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    drop = () if robust_any else ("robust_accuracy", "attack")  # tables without it keep their earlier schema
+    drop = () if robust_any else ROBUST_COLUMNS  # tables without it keep their earlier schema
     tmp = out / f".results.parquet.{secrets.token_hex(4)}"
     try:
         pq.write_table(pa.Table.from_pylist([{**{c: v for c, v in r.items() if c not in drop}, "k": str(r["k"])}

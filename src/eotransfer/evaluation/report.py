@@ -445,6 +445,7 @@ def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
             robust.body += f"<h3>{html.escape(data)}: {html.escape(how)}</h3>" + html_table(
                 header, bm.method_table(sub, data, "robust_accuracy")[1]
             )
+            robust.body += "".join(f"<p>{html.escape(x)}</p>" for x in bm.certified_lines(sub, data) if x)
             with tempfile.TemporaryDirectory() as tmp:
                 png = bm.plot_label_efficiency(scored, Path(tmp) / "r.png", f"{data}: robust accuracy ({how})",
                                                "robust_accuracy").read_bytes()  # fmt: skip
