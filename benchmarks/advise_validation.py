@@ -62,8 +62,10 @@ from eotransfer.evaluation.advise import (  # noqa: E402
 PER_DATE = " per-date"
 
 
-def read_table(path: Path) -> list[dict[str, Any]]:
+def read_table(path: Path, metric: str = "accuracy") -> list[dict[str, Any]]:
     """Rows with ``k``, ``init``, ``strategy`` (classifier folded in, e.g. feature-extraction:logreg), ``accuracy``.
+
+    ``metric``: the table's column read as ``accuracy`` (``robust_accuracy``: rows without one are left out).
 
     ``path`` may join several tables of one data set and split with ``+`` (a grid and its per-date variant); the
     rows of a grid fitted with ``fit: per_date`` (its ``benchmark.json``) are named with :data:`PER_DATE`, and the
@@ -80,6 +82,8 @@ def read_table(path: Path) -> list[dict[str, Any]]:
         suffix = PER_DATE if fit.get("per_date") else ""
         with table.open() as f:
             for r in csv.DictReader(f):
+                if r.get(metric) in (None, ""):
+                    continue  # e.g. no robust accuracy: a head without an input gradient
                 name = r["strategy"]
                 if r["strategy_name"] == "feature-extraction" and ":" not in name:
                     name = "feature-extraction:logreg"
@@ -88,7 +92,7 @@ def read_table(path: Path) -> list[dict[str, Any]]:
                     continue
                 rows.append({"k": r["k"] if r["k"] == "all" else int(r["k"]), "init": init,
                              "strategy": name + (suffix if init in ("pretrained", "scratch") else ""),
-                             "accuracy": float(r["accuracy"]), "n_train": int(r["n_train"]),
+                             "accuracy": float(r[metric]), "n_train": int(r["n_train"]),
                              "seed": int(r["seed"])})  # fmt: skip
     return rows
 
@@ -190,11 +194,13 @@ def validate(data: str, bands: str | None, table: Path) -> tuple[list[dict[str, 
 def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: float, top: int,
                   ks: list[str] | None = None, measure: bool = True, auto_min_samples: int = 0,
                   auto_reference: bool = True, cv_split: str = "auto", cv_block_deg: float | None = None,
-                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
+                  robust: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:  # fmt: skip
     """``advise --auto`` on each grid cell's training side; its pick's test accuracy against the best strategy's.
 
     ``measure=False``: the ranking's first choice instead (inspection and transfer probe on that training side,
-    no cross-validation of candidates), the advisor's first choice out of sample.
+    no cross-validation of candidates), the advisor's first choice out of sample.  ``robust``: the advisor is
+    asked with ``--robust`` at the grid's ``robustness:`` budget, and picks are scored on the table's
+    ``robust_accuracy`` (the grid must have been run with ``robustness:``).
     """
     import dataclasses
     import time
@@ -212,6 +218,9 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
     if not config.endswith((".yaml", ".yml")):
         raise SystemExit(f"--auto: --data must be the benchmark config YAML of {table}, not {config}")
     bench = BenchmarkConfig.from_yaml(config)
+    if robust and bench.robustness is None:
+        raise SystemExit(f"--robust: {config} has no robustness: section, so {table} holds no robust accuracy")
+    metric = "robust_accuracy" if robust else "accuracy"
     ds = open_benchmark_data(bench)
     cfg = dataclasses.replace(
         advise_config(config, None),
@@ -224,7 +233,10 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         cv_block_deg=cv_block_deg
         or float(bench.split.get("block_deg", 1.0) if bench.split.get("kind") == "lonlat-block" else 1.0),
     )
-    table_ks = sorted({r["k"] for r in read_table(table)}, key=lambda v: (isinstance(v, str), v))
+    if robust and bench.robustness is not None:
+        cfg = dataclasses.replace(cfg, robust=True, robust_eps=str(bench.robustness["eps"]),
+                                  robust_value_per_reflectance=bench.robustness.get("value_per_reflectance"))  # fmt: skip
+    table_ks = sorted({r["k"] for r in read_table(table, metric)}, key=lambda v: (isinstance(v, str), v))
     out = []
     for k in [k for k in table_ks if ks is None or str(k) in ks]:
         picks, got, lines = [], [], []
@@ -259,6 +271,10 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
                 + (f" on {facts.probe_folds}" if facts.probe_folds else ""))  # fmt: skip
             if facts.shared_kernels:
                 probe += f"; shared kernels {facts.shared_kernel_share:.0%} of the bands"
+            if facts.reference_robust is not None:
+                probe += (f"; reference under attack {facts.reference_robust:.3f} (certified "
+                          f"{facts.reference_certified:.3f}) vs. majority {facts.majority_accuracy:.3f} (SE "
+                          f"{facts.reference_robust_se:.3f})")  # fmt: skip
             if ref_cv is not None and got_auto.get("cv_folds"):
                 probe += f"; {got_auto['cv_folds']}"
             if ref_cv is not None and got_auto.get("skipped"):
@@ -268,7 +284,7 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         acc: dict[tuple[Any, int, tuple[str, str]], float] = {}  # read now: the grid may still be growing
         # the ranking puts the reference first when it leads the transfer probe, and --auto counts it as a
         # candidate: the reference row is a strategy the advisor can pick, and "best" counts it
-        table_rows = read_table(table)
+        table_rows = read_table(table, metric)
         for r in table_rows:
             key = (r["strategy"], r["init"])
             if pickable(r["init"], r["strategy"]) or key == REFERENCE_KEY:
@@ -305,7 +321,8 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
     mode = "auto" if measure else "ranking"
     meta = {"data": config, "table": str(table), "mode": mode, "budget_minutes": budget_minutes, "top": top,
             "auto_min_samples": auto_min_samples, "auto_reference": measure and auto_reference,
-            "cv_split": cv_split if measure else None, "cv_block_deg": cfg.cv_block_deg}  # fmt: skip
+            "cv_split": cv_split if measure else None, "cv_block_deg": cfg.cv_block_deg, "metric": metric,
+            **({"robust_eps": cfg.robust_eps} if robust else {})}  # fmt: skip
     return out, meta
 
 
@@ -321,6 +338,9 @@ def markdown_auto(results: list[tuple[list[dict[str, Any]], dict[str, Any]]]) ->
             else "") + (f"; --cv-block-deg {meta['cv_block_deg']:g}" if meta.get("cv_block_deg") and meta.get("cv_split") != "stratified"
             else "") if auto else (
             "inspection and transfer probe on each cell's training side only")  # fmt: skip
+        if meta.get("metric") == "robust_accuracy":
+            how += (f"; asked with --robust --robust-eps {meta.get('robust_eps')}, every accuracy here is the table's "
+                    "robust accuracy (under the grid's attack)")  # fmt: skip
         lines += [f"**{meta['data']}** — table `{meta['table']}`; {how}; the reference row counts as a strategy "
                   "for the best (the advisor can pick it); the gap to the best strategy without it in brackets; "
                   "± the 95 % interval of the seed-by-seed gap", "",
@@ -395,9 +415,13 @@ def main(argv: list[str] | None = None) -> int:
         help="--auto: spatial folds' block size (advise's; default: the grid split's block_deg, else 1)",
     )
     ap.add_argument("--ks", default=None, help="--auto: only these labels-per-class settings (comma-separated)")
+    ap.add_argument("--robust", action="store_true",
+                    help="with --auto: ask advise --robust at the grid's robustness budget, score robust accuracy")  # fmt: skip
     ap.add_argument("--ranking", action="store_true",
                     help="with --auto: the ranking's first choice out of sample, no cross-validation of candidates")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.robust and not args.auto:
+        ap.error("--robust scores picks made on each grid cell's training side: give it with --auto (and --ranking)")
     if args.ranking and not args.auto:
         ap.error("--ranking scores the ranking's first choice on each grid cell's training side: give it with --auto")
     bands = args.bands or ["none"] * len(args.data)
@@ -410,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
             auto.append(validate_auto(d, t, seeds, args.budget_minutes, args.top, ks, measure=not args.ranking,
                                       auto_min_samples=args.auto_min_samples,
                                       auto_reference=not args.no_auto_reference,
-                                      cv_split=args.cv_split, cv_block_deg=args.cv_block_deg))  # fmt: skip
+                                      cv_split=args.cv_split, cv_block_deg=args.cv_block_deg,
+                                      robust=args.robust))  # fmt: skip
             (args.out / "results.md").write_text(markdown_auto(auto))  # after each table: a stopped run keeps it
             (args.out / "results.json").write_text(json.dumps([{"meta": m, "rows": r} for r, m in auto], indent=1))
         print(markdown_auto(auto))

@@ -744,3 +744,29 @@ def test_robust_inspection_attacks_the_reference_by_cross_validation(eurosat_lik
     assert small.reference_robust == pytest.approx(1.0) and small.reference_holds_under_attack
     with pytest.raises(ConfigError, match="--robust-eps: 0.5 reflectance .* exceeds the whole range"):
         inspect_task(AdviseConfig(**{**cfg.__dict__, "robust_eps": "0.5"}))
+
+
+def test_auto_under_robust_scores_each_fold_under_attack(eurosat_like: Path) -> None:
+    import numpy as np
+
+    from eotransfer.api import load_data
+    from eotransfer.evaluation.advise import Recommendation, cross_validate, stratified_folds
+
+    ds = load_data(AdviseConfig(data=str(eurosat_like), bands="eurosat-ms"))
+    plain = AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", folds=2)
+    robust = AdviseConfig(**{**plain.__dict__, "robust": True, "robust_eps": "0.0035",
+                             "robust_value_per_reflectance": 10000.0})  # fmt: skip
+    assert plain.robustness is None and robust.robustness == {
+        "attack": "pgd", "eps": "0.0035", "pgd_steps": 10, "value_per_reflectance": 10000.0}  # fmt: skip
+    folds = stratified_folds(np.asarray(ds.labels), plain)
+    fe = Recommendation("feature-extraction", {"weights": None, "classifier": "logreg"}, "", 0.0)
+    for rec in (None, fe):
+        clean = cross_validate(ds, rec, plain, float("inf"), folds=folds)
+        under_attack = cross_validate(ds, rec, robust, float("inf"), folds=folds)
+        assert len(clean) == len(under_attack) == 2
+        assert all(a <= c for a, c in zip(under_attack, clean, strict=True))
+    assert sum(cross_validate(ds, None, robust, float("inf"), folds=folds)) < sum(
+        cross_validate(ds, None, plain, float("inf"), folds=folds))  # the budget bites on the fixture  # fmt: skip
+    knn = Recommendation("feature-extraction", {"weights": None, "classifier": "knn"}, "", 0.0)
+    with pytest.raises(ConfigError, match="--robust: no robust accuracy .*not linear"):
+        cross_validate(ds, knn, robust, float("inf"), folds=folds)

@@ -126,6 +126,14 @@ class AdviseConfig(DataOptions):
     verbose: bool = param(True, "print the inspection and the ranking")
 
     @property
+    def robustness(self) -> dict[str, Any] | None:
+        """``--robust``: the attack ``--auto`` scores candidates under (a benchmark's ``robustness:``), else None."""
+        if not self.robust:
+            return None
+        return {"attack": "pgd", "eps": self.robust_eps, "pgd_steps": 10,
+                "value_per_reflectance": self.robust_value_per_reflectance}  # fmt: skip
+
+    @property
     def for_new_regions(self) -> bool:
         """The model will be applied where no label comes from: ``--new-regions``, or implied by ``--target``."""
         return self.new_regions or bool(self.target)
@@ -870,11 +878,15 @@ def cross_validate(
     """Accuracy on each of ``cfg.folds`` stratified folds (of ``indices``, default every sample), or on ``folds``.
 
     ``rec=None`` scores the band-statistics reference.  ``folds`` (positions in ``indices``) come from
-    :func:`cv_folds`.
+    :func:`cv_folds`.  With ``--robust`` the score is the robust accuracy on the held-out fold under PGD-10 at
+    ``--robust-eps`` (the fold's model saved and attacked as ``eotransfer benchmark``'s ``robustness:`` attacks a
+    cell); a candidate whose head has no input gradient (kNN, RBF-SVM, random forest) cannot be scored so and
+    raises a :class:`ConfigError` (``--auto`` skips it and says why).
     """
-    from eotransfer.api import fit
     from eotransfer.data.splits import Split
-    from eotransfer.evaluation.benchmark import reference_accuracy
+    from eotransfer.evaluation.benchmark import fit_cell, reference_accuracy
+
+    robustness = cfg.robustness
 
     idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
     labels = ds.labels[idx]
@@ -886,13 +898,18 @@ def cross_validate(
             break
         split = Split(idx[train], np.zeros(0, np.int64), idx[test])
         if rec is None:
-            accs.append(float(reference_accuracy(ds, split, cfg.seed)["overall_accuracy"]))
-            continue
-        options = dict(rec.options)
-        backbone = options.pop("backbone", cfg.backbone)  # the reference brings its own
-        res = fit(ds, split_override=split, strategy=rec.strategy, backbone=backbone, seed=cfg.seed,
-                  progress=False, verbose=False, **options)  # fmt: skip
-        accs.append(float(res.metrics["test"]["overall_accuracy"]))
+            m = reference_accuracy(ds, split, cfg.seed, robustness)
+        else:
+            options = dict(rec.options)
+            backbone = options.pop("backbone", cfg.backbone)  # the reference brings its own
+            weights = options.pop("weights", None)
+            m = fit_cell(ds, split, rec.strategy, backbone, weights, cfg.seed, options, robustness)
+        if robustness is None:
+            accs.append(float(m["overall_accuracy"]))
+        elif "robust" in m:
+            accs.append(float(m["robust"]["robust_accuracy"]))
+        else:
+            raise ConfigError(f"--robust: no robust accuracy ({m.get('robust_skipped', 'not attacked')})")
     return accs
 
 
@@ -1037,6 +1054,9 @@ def advise(data: str | Any = "", **options: Any) -> dict[str, Any]:
         elif cfg.auto:
             m, h = result["reference_cv"]
             print(f"\ncross-validation: {result['cv_folds']}")
+            if cfg.robust:
+                print(f"--robust: every score below is robust accuracy on the held-out folds under PGD-10 at "
+                      f"--robust-eps {cfg.robust_eps} reflectance")  # fmt: skip
             for name, why in result["skipped"]:
                 print(f"not measured: {name} could not be trained on a fold ({why}); the next candidate was")
             print(f"band statistics + logistic regression (reference), same folds: {m:.3f} ± {h:.3f}")
