@@ -373,7 +373,7 @@ class RobustProbe(NamedTuple):
 
     robust: float
     certified: float
-    #: accuracy of the training folds' majority class on the held-out folds
+    #: the best constant answer's accuracy on the held-out folds (the majority class's share of each)
     majority: float
     #: of robust minus majority, fold by fold
     se: float
@@ -385,8 +385,11 @@ def robust_reference_probe(ds: Any, cfg: AdviseConfig) -> RobustProbe:
     On the transfer probe's samples and folds (:func:`probe_indices`, :func:`cv_folds`), each fold's reference
     (:func:`~eotransfer.evaluation.reference.fit_band_statistics_classifier`) is attacked on its held-out fold by
     :func:`~eotransfer.evaluation.reference.attack_reference`: PGD-10 (Madry et al. 2018) and the worst uniform
-    offset of each band, with its certified lower bound beside.  The majority class of the training fold is
-    scored on the same held-out fold: robust accuracy below it is no better than a constant answer.
+    offset of each band, with its certified lower bound beside.  Beside it, the best constant answer on the same
+    held-out fold (its majority class's share): a constant answer is immune to any perturbation, so robust
+    accuracy below it is no better than answering one class everywhere.  The held-out share, not the training
+    fold's majority: with a fixed number of labels per class the training fold is balanced, and its majority
+    class can be the held-out fold's rarest (spatial folds share the classes unevenly).
     """
     from eotransfer.engine.metrics import standard_error
     from eotransfer.evaluation.reference import (
@@ -407,7 +410,7 @@ def robust_reference_probe(ds: Any, cfg: AdviseConfig) -> RobustProbe:
                                seed=cfg.seed, option="--robust-eps")  # fmt: skip
         robust.append(res["robust_accuracy"])
         cert.append(res["certified_accuracy"])
-        major.append(float(np.mean(labels[te] == np.bincount(labels[tr]).argmax())))
+        major.append(float(np.bincount(labels[te]).max() / len(te)))  # the best constant answer on this fold
     r, m = np.asarray(robust), np.asarray(major)
     return RobustProbe(float(r.mean()), float(np.mean(cert)), float(m.mean()), standard_error(r - m))
 
