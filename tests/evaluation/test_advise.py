@@ -770,3 +770,14 @@ def test_auto_under_robust_scores_each_fold_under_attack(eurosat_like: Path) -> 
     knn = Recommendation("feature-extraction", {"weights": None, "classifier": "knn"}, "", 0.0)
     with pytest.raises(ConfigError, match="--robust: no robust accuracy .*not linear"):
         cross_validate(ds, knn, robust, float("inf"), folds=folds)
+
+
+def test_the_transfer_probe_scores_clean_accuracy_under_robust_too(eurosat_like: Path) -> None:
+    from eotransfer.api import load_data
+    from eotransfer.evaluation.advise import transfer_probe
+
+    plain = AdviseConfig(data=str(eurosat_like), bands="eurosat-ms", folds=2)
+    robust = AdviseConfig(**{**plain.__dict__, "robust": True, "robust_eps": "0.0035"})
+    ds = load_data(plain)
+    weights = "eotransfer:eurosat-s2-resnet10t-moco"
+    assert transfer_probe(ds, weights, robust) == transfer_probe(ds, weights, plain)

@@ -438,6 +438,7 @@ def transfer_probe(ds: Any, weights: str, cfg: AdviseConfig) -> ProbeResult:
 
     idx = probe_indices(ds, cfg)
     splits, how = cv_folds(ds, cfg, indices=idx, strict=False)
+    cfg = dataclasses.replace(cfg, robust=False)  # the probe asks whether features transfer: clean accuracy
     accs = []
     for w in (weights, None):
         rec = Recommendation("feature-extraction", {"weights": w, "classifier": "logreg"}, "probe", 0.0)
