@@ -727,7 +727,10 @@ def test_under_robust_the_reference_leads_only_where_it_holds_above_a_constant_a
     assert not near.reference_holds_under_attack
     first = recommend(near, AdviseConfig(robust=True))[0]
     assert first.strategy == "adversarial" and first.options["eps"] == "0.002"
-    assert "no better than a constant answer" in first.reason and "5-14 points" in first.reason
+    assert (
+        "not above a constant answer by more than one standard error" in first.reason and "5-14 points" in first.reason
+    )
+    assert "value_per_reflectance" not in first.options  # guessed by the strategy from the data when not given
     # not measured (no probe): adversarial, and the reason claims nothing about the reference
     plain = recommend(facts(), AdviseConfig(robust=True))[0]
     assert plain.strategy == "adversarial" and "keeps" not in plain.reason

@@ -570,7 +570,9 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
         # all), where the reference fell below the majority class, and cost 5-14 clean points there at all labels;
         # the reference led on xBD with all labels (0.889 vs. 0.659) and on EuroSAT (0.305 / 0.190 vs. <= 0.124)
         budget = f"--robust-eps {cfg.robust_eps} reflectance"
-        adv_opts: dict[str, Any] = {"eps": cfg.robust_eps, "value_per_reflectance": cfg.robust_value_per_reflectance}
+        adv_opts: dict[str, Any] = {"eps": cfg.robust_eps}
+        if cfg.robust_value_per_reflectance is not None:
+            adv_opts["value_per_reflectance"] = cfg.robust_value_per_reflectance
         ref = facts.reference_robust
         measured = "" if ref is None else (
             f"the band-statistics reference keeps {ref:.3f} under PGD-10 and the worst per-band offsets at {budget} "
@@ -586,7 +588,7 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
                 "fine-tuning's 0.659; EuroSAT 0.305 vs. 0.111), at no training cost", 9.6))  # fmt: skip
             add("adversarial", 9.4, f"{adv_why}; check it against the reference, which holds here", **adv_opts)
         else:
-            add("adversarial", 9.5, adv_why + (f"; {measured}, no better than a constant answer" if measured else ""),
+            add("adversarial", 9.5, adv_why + (f"; {measured}, not above a constant answer by more than one standard error" if measured else ""),
                 **adv_opts)  # fmt: skip
     if cfg.max_params_m is not None:
         from eotransfer.models.backbones import build_network, get_architecture
@@ -749,7 +751,11 @@ def facts_table(facts: TaskFacts) -> str:
                     "reference under attack",
                     f"band statistics + logistic regression (CV): robust {facts.reference_robust:.3f} (certified >= "
                     f"{facts.reference_certified or 0.0:.3f}), majority class {facts.majority_accuracy or 0.0:.3f}"
-                    + (": it holds" if facts.reference_holds_under_attack else ": no better than a constant answer"),
+                    + (
+                        ": it holds"
+                        if facts.reference_holds_under_attack
+                        else ": not above a constant answer by more than one standard error"
+                    ),
                 )
             ]
             if facts.reference_robust is not None
