@@ -233,7 +233,8 @@ def validate_auto(config: str, table: Path, seeds: list[int], budget_minutes: fl
         cv_block_deg=cv_block_deg
         or float(bench.split.get("block_deg", 1.0) if bench.split.get("kind") == "lonlat-block" else 1.0),
     )
-    if robust and bench.robustness is not None:
+    if robust:
+        assert bench.robustness is not None  # checked above
         cfg = dataclasses.replace(cfg, robust=True, robust_eps=str(bench.robustness["eps"]),
                                   robust_value_per_reflectance=bench.robustness.get("value_per_reflectance"))  # fmt: skip
     table_ks = sorted({r["k"] for r in read_table(table, metric)}, key=lambda v: (isinstance(v, str), v))

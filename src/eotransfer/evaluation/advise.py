@@ -405,9 +405,8 @@ def robust_reference_probe(ds: Any, cfg: AdviseConfig) -> RobustProbe:
     robust, cert, major = [], [], []
     for tr, te in splits:
         clf = fit_band_statistics_classifier(feats[tr], labels[tr], cfg.seed)
-        res = attack_reference(clf, ds.bands, ds.checked_read, idx[te], labels[te], len(ds.classes), attack="pgd",
-                               eps=cfg.robust_eps, pgd_steps=10, value_per_reflectance=cfg.robust_value_per_reflectance,
-                               seed=cfg.seed, option="--robust-eps")  # fmt: skip
+        res = attack_reference(clf, ds.bands, ds.checked_read, idx[te], labels[te], len(ds.classes), seed=cfg.seed,
+                               option="--robust-eps", **(cfg.robustness or {}))  # fmt: skip
         robust.append(res["robust_accuracy"])
         cert.append(res["certified_accuracy"])
         major.append(float(np.bincount(labels[te]).max() / len(te)))  # the best constant answer on this fold
@@ -588,8 +587,8 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
                 "fine-tuning's 0.659; EuroSAT 0.305 vs. 0.111), at no training cost", 9.6))  # fmt: skip
             add("adversarial", 9.4, f"{adv_why}; check it against the reference, which holds here", **adv_opts)
         else:
-            add("adversarial", 9.5, adv_why + (f"; {measured}, not above a constant answer by more than one standard error" if measured else ""),
-                **adv_opts)  # fmt: skip
+            weak = f"; {measured}, not above a constant answer by more than one standard error" if measured else ""
+            add("adversarial", 9.5, adv_why + weak, **adv_opts)
     if cfg.max_params_m is not None:
         from eotransfer.models.backbones import build_network, get_architecture
 

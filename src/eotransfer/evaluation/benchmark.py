@@ -878,7 +878,7 @@ ROBUST_NOTE = ("accuracy on the test side under the attack, the budget in reflec
 
 def certified_lines(rows: list[dict[str, Any]], data: str) -> list[str]:
     """The reference row's certified accuracy per k (a lower bound against any attack within the budget), if any."""
-    cert = [s for s in summarise_rows([r for r in rows if r["data"] == data], "certified_accuracy")]
+    cert = [s for s in summarise_rows(rows, "certified_accuracy") if s["data"] == data]
     if not cert:
         return []
     cells = ", ".join(f"k={s['k']} {cell_text(s)}" for s in cert)
