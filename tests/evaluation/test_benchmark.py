@@ -546,3 +546,93 @@ def test_a_table_of_earlier_columns_is_widened_when_robust_rows_arrive(tmp_path:
     assert math.isnan(rows["a"]["robust_accuracy"]) and rows["a"]["accuracy"] == 0.5 and rows["a"]["attack"] == ""
     assert rows["c"]["robust_accuracy"] == 0.25 and rows["c"]["confusion_matrix"] == "[[1]]"
     assert not list(tmp_path.glob(".*"))  # the atomic rewrite left no temporary file
+
+
+# -- distill rows taught by a row of the same grid -------------------------------------------------------------------
+def _distill_config(eurosat_like: Path, **over: Any) -> dict[str, Any]:
+    grid: dict[str, Any] = {"labels_per_class": [2], "seeds": 1, **over}
+    return _config(
+        eurosat_like,
+        strategies=[
+            {"name": "finetune", "params": {"head_epochs": 1, "epochs": 1, "augment": False}},
+            {
+                "name": "distill",
+                "teacher": {"strategy": "finetune", "backbone": "resnet10t", "weights": "none"},
+                "params": {"epochs": 1, "augment": False},
+            },
+        ],
+        models=[{"backbone": "resnet10t", "weights": "none"}],
+        **grid,
+    )
+
+
+def test_a_teacher_must_be_a_row_and_model_of_the_grid(eurosat_like: Path) -> None:
+    bad = _distill_config(eurosat_like)
+    bad["strategies"] += [
+        {"name": "distill", "label": "d2", "teacher": {"strategy": "fine-tune", "backbone": "resnet10t"}},
+        {"name": "distill", "label": "d3", "teacher": {"strategy": "finetune", "backbone": "resnet18"}},
+        {"name": "finetune", "label": "f2", "teacher": {"strategy": "finetune", "backbone": "resnet10t"}},
+        {"name": "distill", "label": "d4"},
+        {"name": "distill", "label": "d5", "teacher": "finetune"},
+        {"name": "distill", "label": "d6", "teacher": {"strategy": "distill", "backbone": "resnet10t"}},
+    ]
+    with pytest.raises(ConfigError) as err:
+        bm.BenchmarkConfig.from_dict(bad)
+    msg = str(err.value)
+    for expected in (
+        "strategies[2].teacher.strategy: 'fine-tune' is no row of this grid; did you mean 'finetune'?",
+        "strategies[3].teacher: the model resnet18 (scratch) is not in models (resnet10t (scratch)); add it there",
+        "strategies[4].teacher: strategy 'finetune' takes no teacher (distill does)",
+        "strategies[5].teacher: 'distill' needs a teacher; name a row of this grid",
+        "strategies[6].teacher: 'finetune'; give the teaching row as {strategy: ROW",
+        "strategies[7].teacher.strategy: 'distill' is itself distilled",
+    ):
+        assert expected in msg
+    assert "6 problem(s)" in msg
+    # a grid without teachers keys its cells as before: no 'teacher' entry enters the hash or the record
+    plain = bm.BenchmarkConfig.from_dict(_config(eurosat_like))
+    assert all("teacher" not in s for s in plain.to_dict()["strategies"])
+    cfg = bm.BenchmarkConfig.from_dict(_distill_config(eurosat_like))
+    rec = cfg.to_dict()["strategies"][1]["teacher"]
+    assert rec == {"strategy": "finetune", "backbone": "resnet10t", "weights": None}
+
+
+def test_distill_rows_learn_from_their_cells_teacher_and_resume(
+    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = bm.BenchmarkConfig.from_dict(_distill_config(eurosat_like, seeds=2))
+    calls: list[tuple[str, int, str | None, int]] = []
+    real = api.fit
+
+    def recording_fit(*args: Any, **kwargs: Any) -> Any:
+        teacher = kwargs.get("teacher")
+        if teacher is not None:  # the teacher is saved, trained on this cell's seed and k only
+            card = json.loads((Path(teacher) / "card.json").read_text())
+            assert card["strategy"]["name"] == "finetune" and card["fit"]["seed"] == kwargs["seed"]
+            assert card["data"]["split"]["n_train"] == len(kwargs["split_override"].train) == 6
+            assert card["data"]["split"]["k"] == 2
+        calls.append((kwargs["strategy"], kwargs["seed"], teacher, len(kwargs["split_override"].train)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "fit", recording_fit)
+    out = tmp_path / "grid"
+    rows = bm.run_benchmark(cfg, out, log=lambda _: None)
+    assert sorted((r["strategy"], r["seed"]) for r in rows) == sorted(
+        (s, seed) for s in (bm.REFERENCE, "finetune", "distill") for seed in (0, 1)
+    )
+    assert [(s, seed) for s, seed, _, _ in calls] == [("finetune", 0), ("distill", 0), ("finetune", 1), ("distill", 1)]
+    assert calls[1][2] != calls[3][2]  # each seed's student has its own teacher
+    assert not (out / bm.TEACHERS_DIR).exists()  # no teacher is kept once its students are done
+
+    # resume after the distill row of seed 1 was lost: its teacher is trained again, its row is not repeated
+    table = (out / "results.csv").read_text().splitlines()
+    kept = [line for line in table if not (line.startswith("distill|") and "seed=1" in line)]
+    assert len(kept) == len(table) - 1
+    (out / "results.csv").write_text("\n".join(kept) + "\n")
+    calls.clear()
+    logs: list[str] = []
+    rows = bm.run_benchmark(cfg, out, log=logs.append)
+    assert [(s, seed) for s, seed, _, _ in calls] == [("finetune", 1), ("distill", 1)]
+    assert any("training its teacher" in line for line in logs)
+    assert len(rows) == 6 and sum(r["strategy"] == "finetune" for r in rows) == 2
+    assert not (out / bm.TEACHERS_DIR).exists()

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from eotransfer.evaluation.reference import band_statistics_matrix, fit_band_sta
 
 ALL = "all"
 RESULTS_CSV = "results.csv"
+#: under a grid's output folder: the models of teaching cells, while a ``distill`` cell still needs them
+TEACHERS_DIR = "teachers"
 REFERENCE = "band-stats+LR"
 NO_MODEL = "—"
 #: the tidy table's columns, one row per fitted cell; ``finished`` last, so a torn last line reads as unfinished
@@ -145,12 +148,41 @@ def labels_needed(row_a: dict[float, float], row_b: dict[float, float]) -> Label
 
 # -- the configuration ------------------------------------------------------------------------------------------------
 @dataclass
+class TeacherSpec:
+    """The grid row whose model teaches a ``distill`` row: its strategy row name and model, at the same k and seed.
+
+    The teacher is trained on the cell's own labelled samples, so a distilled student sees no label
+    its row's k does not allow (a fixed ``params.teacher`` trained on every label would).
+    """
+
+    strategy: str
+    backbone: str
+    weights: str | None = None
+
+    @property
+    def init(self) -> str:
+        return "scratch" if self.weights is None else self.weights
+
+    def text(self) -> str:
+        return f"{self.strategy} ({self.backbone}, {self.init})"
+
+
+@dataclass
 class StrategySpec:
     """One strategy row of the grid: its row name (``label``), registered ``name`` and parameters."""
 
     label: str
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: for ``distill``: the row of this grid that trains each cell's teacher
+    teacher: TeacherSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As recorded and hashed into cell keys; without ``teacher`` when there is none (keys stay as before)."""
+        out = dataclasses.asdict(self)
+        if self.teacher is None:
+            del out["teacher"]
+        return out
 
 
 @dataclass
@@ -322,18 +354,31 @@ class BenchmarkConfig:
         for i, s in enumerate(raw.get("strategies") or []):
             s = {"name": s} if isinstance(s, str) else dict(s or {})
             name, params = str(s.get("name", "")), dict(s.get("params") or {})
-            extra = set(s) - {"name", "label", "params"}
+            extra = set(s) - {"name", "label", "params", "teacher"}
             if extra:
-                problems.append(f"strategies[{i}]: unknown keys {', '.join(sorted(extra))} (use name, label, params)")
+                problems.append(
+                    f"strategies[{i}]: unknown keys {', '.join(sorted(extra))} (use name, label, params, teacher)"
+                )
+            teacher = parse_teacher(s.get("teacher"), f"strategies[{i}].teacher", problems)
             try:
                 scls = get_strategy(name)
+                if teacher is not None and "teacher" not in _param_names(scls):
+                    problems.append(f"strategies[{i}].teacher: strategy '{name}' takes no teacher (distill does)")
+                    teacher = None
+                elif teacher is not None and params.get("teacher"):
+                    problems.append(f"strategies[{i}]: give either teacher (a row of this grid) or params.teacher "
+                                    "(a saved model), not both")  # fmt: skip
+                elif s.get("teacher") is None and "teacher" in _param_names(scls) and not params.get("teacher"):
+                    problems.append(f"strategies[{i}].teacher: '{name}' needs a teacher; name a row of this grid "
+                                    "(teacher: {strategy: finetune, backbone: resnet18, weights: none}) or a saved "
+                                    "model (params.teacher: DIR)")  # fmt: skip
                 make_params(scls, {**{k: v for k, v in strategy_common.items() if k in _param_names(scls)}, **params})
                 unused = [k for k in strategy_common if k not in _param_names(scls) and not _any_strategy_has(k)]
                 if unused:
                     problems.append(f"fit.{unused[0]}: not an option of fit nor a parameter of any strategy")
             except (ConfigError, TypeError) as exc:
                 problems.append(f"strategies[{i}].name/params: {exc}")
-            strategies.append(StrategySpec(str(s.get("label") or name), name, params))
+            strategies.append(StrategySpec(str(s.get("label") or name), name, params, teacher))
         if not strategies:
             problems.append("strategies: give at least one (name + params)")
         labels = [s.label for s in strategies]
@@ -365,6 +410,21 @@ class BenchmarkConfig:
                     check_backbone_strategy(m.backbone, st.name, m.weights)
                 except ConfigError as exc:
                     problems.append(f"models[{i}] with strategies '{st.label}': {exc}")
+        for i, st in enumerate(strategies):  # a teacher is a (strategy row, model) of this grid
+            t = st.teacher
+            if t is None:
+                continue
+            row = next((o for o in strategies if o.label == t.strategy), None)
+            if row is None:
+                problems.append(f"strategies[{i}].teacher.strategy: '{t.strategy}' is no row of this grid"
+                                + did_you_mean(t.strategy, labels))  # fmt: skip
+            elif row.teacher is not None or _takes_teacher(row.name):
+                problems.append(f"strategies[{i}].teacher.strategy: '{t.strategy}' is itself distilled; "
+                                "name a row that trains on the labels")  # fmt: skip
+            if not any(m.backbone == t.backbone and m.weights == t.weights for m in models):
+                have = "; ".join(f"{m.backbone} ({m.init})" for m in models)
+                problems.append(f"strategies[{i}].teacher: the model {t.backbone} ({t.init}) is not in models "
+                                f"({have}); add it there")  # fmt: skip
         for m in list(models):  # the from-scratch reference of every pre-trained model
             if m.weights and not any(o.backbone == m.backbone and o.weights is None for o in models):
                 models.append(ModelSpec(m.backbone, None, added=True))
@@ -428,22 +488,51 @@ class BenchmarkConfig:
                 for m in self.models:
                     for s in self.strategies:
                         c = Cell(s, m, k, seed)
-                        what = {"strategy": dataclasses.asdict(s), "model": [m.backbone, m.weights]}
+                        what = {"strategy": s.to_dict(), "model": [m.backbone, m.weights]}
                         keys = [f"{s.label}|{m.backbone}|{m.init}|k={k}|seed={seed}|{_short_hash({**b, **what})}"
                                 for b in bases]  # fmt: skip
                         c.key, c.legacy_keys = keys[0], tuple(keys[1:])
                         out.append(c)
         return out
 
+    def teacher_cells(self, cells: Sequence[Cell]) -> dict[str, Cell]:
+        """For every cell of a row with a ``teacher``: its teacher's cell (the same k and seed), by the cell's key."""
+        by_what = {(c.strategy.label, c.model.backbone, c.model.weights, c.k, c.seed): c
+                   for c in cells if c.strategy is not None and c.model is not None}  # fmt: skip
+        out = {}
+        for c in cells:
+            t = c.strategy.teacher if c.strategy is not None else None
+            if t is not None:
+                out[c.key] = by_what[(t.strategy, t.backbone, t.weights, c.k, c.seed)]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "data": self.data, "data_options": self.data_options, "size": self.size,
                 "in_memory": self.in_memory, "split": self.split,
-                "strategies": [dataclasses.asdict(s) for s in self.strategies],
+                "strategies": [s.to_dict() for s in self.strategies],
                 "models": [{"backbone": m.backbone, "weights": m.weights} for m in self.models if not m.added],
                 "added_scratch_references": [m.backbone for m in self.models if m.added],
                 "labels_per_class": self.labels_per_class, "seeds": self.seeds, "fit": self.fit,
                 **({"robustness": self.robustness} if self.robustness is not None else {}),
                 "time_budget_s": self.time_budget_s}  # fmt: skip
+
+
+def parse_teacher(raw: Any, where: str, problems: list[str]) -> TeacherSpec | None:
+    """A strategy row's ``teacher: {strategy, backbone, weights}`` (problems appended); None when not given."""
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or not raw.get("strategy")
+        or not raw.get("backbone")
+        or set(raw) - {"strategy", "backbone", "weights"}
+    ):
+        problems.append(f"{where}: {raw!r}; give the teaching row as {{strategy: ROW, backbone: NAME, weights: "
+                        "WEIGHTS or none}, a row and a model of this grid")  # fmt: skip
+        return None
+    w = raw.get("weights")
+    w = None if w is None or str(w).lower() in ("none", "scratch") else str(w)
+    return TeacherSpec(str(raw["strategy"]), str(raw["backbone"]), w)
 
 
 def parse_robustness(raw: Any, problems: list[str]) -> dict[str, Any] | None:
@@ -507,6 +596,16 @@ def _param_names(scls: Any) -> set[str]:
     return {f.name for f in dataclasses.fields(scls.Params)}
 
 
+def _takes_teacher(strategy: str) -> bool:
+    """Whether a registered strategy learns from a teacher (``distill``); False for an unknown name."""
+    from eotransfer.strategies.base import get_strategy
+
+    try:
+        return "teacher" in _param_names(get_strategy(strategy))
+    except ConfigError:
+        return False
+
+
 def _any_strategy_has(name: str) -> bool:
     from eotransfer.strategies.base import STRATEGIES
 
@@ -536,8 +635,11 @@ def reference_accuracy(ds: EODataset, split: Split, seed: int,
 
 
 def fit_cell(ds: EODataset, split: Split, strategy: str, backbone: str, weights: str | None, seed: int,
-             options: dict[str, Any], robustness: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+             options: dict[str, Any], robustness: dict[str, Any] | None = None,
+             keep: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """One ``api.fit`` on a fixed split; returns the test metrics (and ``seconds``, the fit's).
+
+    ``keep``: save the model there (atomically; a grid's teacher), not only to a temporary folder.
 
     With ``robustness``, the model is saved to a temporary folder and attacked as ``eotransfer evaluate
     --attack`` attacks it (:func:`~eotransfer.evaluation.attacks.attack_saved_model`) on the test side:
@@ -549,6 +651,8 @@ def fit_cell(ds: EODataset, split: Split, strategy: str, backbone: str, weights:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="eotransfer-cell-") as tmp:
         out: dict[str, Any] = {"out": str(Path(tmp) / "model")} if robustness is not None else {}
+        if keep is not None:
+            out = {"out": str(keep)}
         res = api.fit(ds, split_override=split, strategy=strategy, backbone=backbone, weights=weights, seed=seed,
                       progress=False, verbose=False, **options, **out)  # fmt: skip
         metrics = {**res.metrics["test"], "seconds": round(time.perf_counter() - t0, 2)}
@@ -695,10 +799,26 @@ def open_benchmark_data(cfg: BenchmarkConfig) -> EODataset:
     return ArrayDataset(ds, None, cfg.size) if cfg.in_memory or cfg.size else ds
 
 
+def grid_row(cfg: BenchmarkConfig, cell: Cell, split: Split, m: dict[str, Any]) -> dict[str, Any]:
+    """The ``results.csv`` row of one cell from its test metrics ``m`` (:func:`fit_cell`, :func:`reference_accuracy`)."""
+    return {"cell": cell.key, "data": cfg.name, "split": cfg.split["kind"],
+            "strategy": cell.strategy.label if cell.strategy else REFERENCE,
+            "strategy_name": cell.strategy.name if cell.strategy else REFERENCE,
+            "backbone": cell.model.backbone if cell.model else NO_MODEL,
+            "weights": (cell.model.weights or "") if cell.model else "",
+            "init": cell.model.init if cell.model else NO_MODEL, "k": cell.k, "n_train": len(split.train),
+            "n_val": len(split.val), "n_test": len(split.test), "seed": cell.seed,
+            "accuracy": m["overall_accuracy"], "macro_f1": m["macro_f1"],
+            "robust_accuracy": m["robust"]["robust_accuracy"] if "robust" in m else "",
+            "attack": attack_text(cfg.robustness) if "robust" in m and cfg.robustness else "",
+            "certified_accuracy": m.get("robust", {}).get("certified_accuracy", ""), "seconds": m["seconds"],
+            "confusion_matrix": json.dumps(m["confusion_matrix"]), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+
+
 def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
                   log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
     """Run every cell of ``cfg`` not yet in ``out/results.csv``; then write the summary. Returns the grid's rows."""
-    from eotransfer.card import atomic_write_text
+    from eotransfer.card import CARD_FILE, atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -710,6 +830,38 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
             "their data-fingerprint keys")  # fmt: skip
     done = {r["cell"] for r in read_results(results)}
     todo = [c for c in cells if c.key not in done]
+    teachers = cfg.teacher_cells(cells)
+    # a teacher's cell runs (and keeps its model) before the rows it teaches: they go last in their (seed, k)
+    teaching = {t.key for t in teachers.values()}
+    order = {c.key: i for i, c in enumerate(cells)}
+    todo.sort(key=lambda c: (cfg.seeds.index(c.seed), cfg.labels_per_class.index(c.k), c.key in teachers,
+                             order[c.key]))  # fmt: skip
+
+    def teacher_dir(teacher: Cell) -> Path:
+        return out / TEACHERS_DIR / _short_hash(teacher.key)
+
+    def run_fit(c: Cell, split: Split) -> dict[str, Any]:
+        assert c.strategy is not None and c.model is not None and ds is not None
+        opts = {**cfg.fit, **c.strategy.params}
+        t = teachers.get(c.key)
+        if t is not None:
+            opts["teacher"] = str(teacher_dir(t))
+        keep = teacher_dir(c) if c.key in teaching else None
+        return fit_cell(ds, split, c.strategy.name, c.model.backbone, c.model.weights, c.seed, opts,
+                        cfg.robustness, keep)  # fmt: skip
+
+    def remove_unneeded_teachers(remaining: Sequence[Cell]) -> None:
+        """Teachers' models are kept only while a cell still to run needs them (a resumed run retrains one)."""
+        folder = out / TEACHERS_DIR
+        if not folder.is_dir():
+            return
+        needed = {teacher_dir(teachers[c.key]).name for c in remaining if c.key in teachers}
+        for d in folder.iterdir():
+            if d.name not in needed and not d.name.startswith("."):
+                shutil.rmtree(d, ignore_errors=True)
+        if not any(folder.iterdir()):
+            folder.rmdir()
+
     log(f"{cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already in {results}, {len(todo)} to run")
     t0 = time.time()
     ds: EODataset | None = None
@@ -740,27 +892,25 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
                 m = reference_accuracy(ds, split, cell.seed, cfg.robustness)
                 m["seconds"] = round(time.perf_counter() - t1, 2)
             else:
-                opts = {**cfg.fit, **cell.strategy.params}
-                m = fit_cell(ds, split, cell.strategy.name, cell.model.backbone, cell.model.weights, cell.seed, opts,
-                             cfg.robustness)  # fmt: skip
+                teacher = teachers.get(cell.key)
+                if teacher is not None and not (teacher_dir(teacher) / CARD_FILE).is_file():
+                    # a resumed run whose teacher was removed (or a teacher that failed): train it again
+                    log(f"[cell {n}/{len(todo)}] {cell.key}: training its teacher, {teacher.key}")
+                    tm = run_fit(teacher, split)
+                    if teacher.key not in done:
+                        append_row(results, grid_row(cfg, teacher, split, tm))
+                        done.add(teacher.key)
+                m = run_fit(cell, split)
         except EOTransferError as exc:
             log(f"[cell {n}/{len(todo)}] {cell.key}: skipped ({exc})")
             continue
+        finally:
+            remove_unneeded_teachers(todo[n:])
         if "robust_skipped" in m:
             log(f"[cell {n}/{len(todo)}] {cell.key}: no robust accuracy ({m['robust_skipped']})")
-        row = {"cell": cell.key, "data": cfg.name, "split": cfg.split["kind"],
-               "strategy": cell.strategy.label if cell.strategy else REFERENCE,
-               "strategy_name": cell.strategy.name if cell.strategy else REFERENCE,
-               "backbone": cell.model.backbone if cell.model else NO_MODEL,
-               "weights": (cell.model.weights or "") if cell.model else "",
-               "init": cell.model.init if cell.model else NO_MODEL, "k": cell.k, "n_train": len(split.train),
-               "n_val": len(split.val), "n_test": len(split.test), "seed": cell.seed,
-               "accuracy": m["overall_accuracy"], "macro_f1": m["macro_f1"],
-               "robust_accuracy": m["robust"]["robust_accuracy"] if "robust" in m else "",
-               "attack": attack_text(cfg.robustness) if "robust" in m and cfg.robustness else "",
-               "certified_accuracy": m.get("robust", {}).get("certified_accuracy", ""), "seconds": m["seconds"],
-               "confusion_matrix": json.dumps(m["confusion_matrix"]), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        row = grid_row(cfg, cell, split, m)
         append_row(results, row)
+        done.add(cell.key)
         if progress:
             robust = f", robust {row['robust_accuracy']:.3f}" if "robust" in m else ""
             log(f"[cell {n}/{len(todo)}] {row['strategy']} ({row['backbone']}, {row['init']}) k={cell.k} "
