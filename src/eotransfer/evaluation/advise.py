@@ -567,7 +567,7 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
         # measured (benchmarks/README.md, "Clean and robust accuracy", PGD-10 at the training budget, 5 seeds):
         # adversarial fine-tuning led under attack on Harvey (0.568 at 20 labels per class, 0.520 from scratch at
         # all), where the reference fell below the majority class, and cost 5-14 clean points there at all labels;
-        # the reference led on xBD with all labels (0.889 vs. 0.659) and on EuroSAT (0.305 / 0.190 vs. <= 0.124)
+        # the reference led on xBD with all labels (0.889 vs. 0.659) and on EuroSAT (0.295 / 0.190 vs. <= 0.124)
         budget = f"--robust-eps {cfg.robust_eps} reflectance"
         adv_opts: dict[str, Any] = {"eps": cfg.robust_eps}
         if cfg.robust_value_per_reflectance is not None:
@@ -584,7 +584,7 @@ def recommend(facts: TaskFacts, cfg: AdviseConfig) -> list[Recommendation]:
                 "answer beyond one standard error. Band statistics move by at most the budget whatever the "
                 "perturbation, so a linear classifier on them loses a bounded margin; on this project's robust grids "
                 "it was the most robust row wherever it held like this (xBD with every label 0.889 vs. adversarial "
-                "fine-tuning's 0.659; EuroSAT 0.305 vs. 0.111), at no training cost", 9.6))  # fmt: skip
+                "fine-tuning's 0.659; EuroSAT 0.295 vs. 0.111), at no training cost", 9.6))  # fmt: skip
             add("adversarial", 9.4, f"{adv_why}; check it against the reference, which holds here", **adv_opts)
         else:
             weak = f"; {measured}, not above a constant answer by more than one standard error" if measured else ""
