@@ -396,8 +396,7 @@ class BenchmarkConfig:
                 get_architecture(backbone)
             except ConfigError as exc:
                 problems.append(f"models[{i}].backbone: {exc}")
-            w = m.get("weights")
-            w = None if w is None or str(w).lower() in ("none", "scratch") else str(w)
+            w = weights_spec(m.get("weights"))
             why = check_weights(w) if w else None
             if why:
                 problems.append(f"models[{i}].weights: {why}")
@@ -517,6 +516,11 @@ class BenchmarkConfig:
                 "time_budget_s": self.time_budget_s}  # fmt: skip
 
 
+def weights_spec(raw: Any) -> str | None:
+    """A config's ``weights:`` value: None (from scratch) for none/scratch or no value, else the spec as text."""
+    return None if raw is None or str(raw).lower() in ("none", "scratch") else str(raw)
+
+
 def parse_teacher(raw: Any, where: str, problems: list[str]) -> TeacherSpec | None:
     """A strategy row's ``teacher: {strategy, backbone, weights}`` (problems appended); None when not given."""
     if raw is None:
@@ -530,9 +534,7 @@ def parse_teacher(raw: Any, where: str, problems: list[str]) -> TeacherSpec | No
         problems.append(f"{where}: {raw!r}; give the teaching row as {{strategy: ROW, backbone: NAME, weights: "
                         "WEIGHTS or none}, a row and a model of this grid")  # fmt: skip
         return None
-    w = raw.get("weights")
-    w = None if w is None or str(w).lower() in ("none", "scratch") else str(w)
-    return TeacherSpec(str(raw["strategy"]), str(raw["backbone"]), w)
+    return TeacherSpec(str(raw["strategy"]), str(raw["backbone"]), weights_spec(raw.get("weights")))
 
 
 def parse_robustness(raw: Any, problems: list[str]) -> dict[str, Any] | None:
