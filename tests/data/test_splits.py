@@ -220,6 +220,12 @@ def test_restrict_to_k_per_class(fixture_lonlat: tuple[np.ndarray, np.ndarray]) 
     assert np.bincount(labels[r.train]).tolist() == [3, 3, 3]
     assert np.array_equal(r.test, s.test) and np.array_equal(r.val, s.val)
     assert r.info["k"] == 3 and r.info["test_blocks"] == ["32N"]
+    # the training samples left out keep their images on the unlabelled side, never the test's or val's
+    assert np.array_equal(np.sort(np.concatenate([r.train, r.unlabelled])), np.sort(s.train))
+    assert len(r.unlabelled) == len(s.train) - 9 and not len(s.unlabelled)
+    # restricting again moves the newly dropped samples there too
+    again = restrict_to_k_per_class(r, labels, k=1, seed=0)
+    assert np.array_equal(np.sort(np.concatenate([again.train, again.unlabelled])), np.sort(s.train))
 
 
 def test_make_split_dispatch(fixture_lonlat: tuple[np.ndarray, np.ndarray]) -> None:

@@ -148,3 +148,42 @@ def test_unlabelled_missing_path(eurosat_like: Path, teacher: Path, tmp_path: Pa
     with pytest.raises(EOTransferError, match="^--unlabelled: .*nowhere"):
         eotransfer.fit(eurosat_like, strategy="distill", backbone="resnet10t", teacher=str(teacher), epochs=1,
                        unlabelled=str(tmp_path / "nowhere"), **FAST)  # fmt: skip
+
+
+def test_unlabelled_side_of_the_split(eurosat_like: Path, teacher: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """``@unlabelled``: the training side's images whose labels the k-per-class restriction set aside, and no other."""
+    from eotransfer.data.splits import restrict_to_k_per_class, stratified_split
+    from eotransfer.strategies import _target
+
+    ds = open_dataset(eurosat_like, bands="eurosat-ms")
+    full = stratified_split(ds.labels, 0.3, 0.0, seed=0)
+    split = restrict_to_k_per_class(full, ds.labels, 2, 0, ds.classes)
+    assert len(split.train) == 6 and len(split.unlabelled) == len(full.train) - 6
+    read: set[int] = set()
+    held_read = _target.HeldOutImages.read
+
+    def spy(self: _target.HeldOutImages, index: int) -> Any:
+        read.add(int(self.indices[index]))
+        return held_read(self, index)
+
+    monkeypatch.setattr(_target.HeldOutImages, "read", spy)
+    options = {k: v for k, v in FAST.items() if k not in ("bands", "labels_per_class")}
+    result = eotransfer.fit(ds, split_override=split, strategy="distill", backbone="resnet10t", teacher=str(teacher),
+                            epochs=2, unlabelled="@unlabelled", unlabelled_per_batch=4, **options)  # fmt: skip
+    assert result.metrics["transfer_set"] == {"unlabelled_images": len(split.unlabelled)}
+    assert read and read <= set(split.unlabelled.tolist())  # never a test, validation or labelled image
+    assert math.isfinite(result.metrics["test"]["overall_accuracy"])
+    # every label used: nothing to add, said, and no pool
+    strategy = Distill(DistillParams(teacher=str(teacher), unlabelled="@unlabelled"))
+    with torch.device("meta"):
+        student = EOClassifier(build_network(get_architecture("resnet10t"), 13, 16), 512, 3, 13)
+    capsys.readouterr()
+    strategy.prepare(ds, full, student)
+    assert (
+        strategy.pool is None and "@unlabelled: no training-side image is without its label" in capsys.readouterr().err
+    )
+    assert strategy.after_fit(student, None, {}) == {"transfer_set": {"unlabelled_images": 0}}
+    # a DA target with nothing set aside is refused, naming the option
+    with pytest.raises(ConfigError, match="^--target @unlabelled: this fit sets no training label aside"):
+        _target.open_target_pool("@unlabelled", None, ds, split=full)

@@ -23,12 +23,18 @@ GEOGRAPHIC_SPLITS = ("utm-zone", "lonlat-block", "group")
 
 @dataclass
 class Split:
-    """Indices of the training, validation and test samples, and how they were drawn."""
+    """Indices of the training, validation and test samples, and how they were drawn.
+
+    ``unlabelled``: training-side samples whose labels a k-per-class restriction set aside
+    (:func:`restrict_to_k_per_class`); their images may still be used without labels (``distill
+    --unlabelled @unlabelled``).  Empty for every other split.
+    """
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    unlabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test), **self.info}
@@ -265,7 +271,10 @@ def make_split(kind: str, labels: np.ndarray, lonlat: np.ndarray | None = None, 
 def restrict_to_k_per_class(
     split: Split, labels: np.ndarray, k: int, seed: int = 0, classes: list[str] | None = None
 ) -> Split:
-    """Keep ``k`` labelled training samples per class of a (spatial) split; validation and test unchanged."""
+    """Keep ``k`` labelled training samples per class of a (spatial) split; validation and test unchanged.
+
+    The training samples left out go to the split's ``unlabelled`` side: their images, never their labels.
+    """
     if not len(split.train):
         raise DataError("the training side of the split is empty; use a smaller --test-fraction")
     absent = sorted(set(np.unique(labels)) - set(np.unique(labels[split.train])))
@@ -276,4 +285,5 @@ def restrict_to_k_per_class(
         warnings.warn(f"class(es) {', '.join(names)} have no sample on the training side of the split", stacklevel=2)
     sub = k_per_class_split(labels[split.train], k, seed, 0, classes, min_test=0)
     train = split.train[np.concatenate([sub.train])]
-    return Split(np.sort(train), split.val, split.test, {**split.info, "k": k})
+    unlabelled = np.union1d(np.setdiff1d(split.train, train), split.unlabelled).astype(np.int64)
+    return Split(np.sort(train), split.val, split.test, {**split.info, "k": k}, unlabelled)

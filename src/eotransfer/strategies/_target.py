@@ -15,6 +15,12 @@ the labelled target with ``eotransfer evaluate``.
 al. 2016, where the unlabelled target images seen in training are the ones scored.  It lets a
 benchmark grid with a spatial split score every adaptation method on places no label came from.
 A single large raster as target gives many random windows (:data:`RASTER_TARGET_WINDOWS`), not one.
+
+``@unlabelled`` names the training side's images whose labels a k-per-class restriction set aside
+(``--labels-per-class`` on a spatial split, or a benchmark grid's k): the unlabelled imagery a user
+with few labels usually holds, from the training places.  ``distill --unlabelled @unlabelled`` uses
+it as the transfer set; where no label was set aside (every label used) it holds no image, and
+:func:`open_target_pool` says so and leaves it out (``allow_empty``) or refuses.
 """
 
 from __future__ import annotations
@@ -33,16 +39,19 @@ from eotransfer.errors import BandError, ConfigError, DataError, EOTransferError
 
 #: ``--target`` value naming the fit's own test-side images (labels unused; transductive adaptation)
 TEST_SIDE = "@test"
+#: value naming the training side's images whose labels were set aside (``Split.unlabelled``)
+UNLABELLED_SIDE = "@unlabelled"
 #: random windows drawn from a target that holds a single raster scene (one window per sample otherwise)
 RASTER_TARGET_WINDOWS = 2048
 
 
 class HeldOutImages(EODataset):
-    """The images of a data set's test side, with their labels hidden (``--target @test``)."""
+    """Images of a data set, with their labels hidden: its test side (``--target @test``) or its
+    training side's unlabelled samples (``@unlabelled``)."""
 
     format_name = "test-side"
 
-    def __init__(self, dataset: EODataset, indices: np.ndarray) -> None:
+    def __init__(self, dataset: EODataset, indices: np.ndarray, side: str = TEST_SIDE) -> None:
         super().__init__("mask")
         self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
         self.bands = dataset.bands
@@ -50,18 +59,23 @@ class HeldOutImages(EODataset):
         self.labels = np.zeros(len(self.indices), dtype=np.int64)
         self.sources = [dataset.sources[int(i)] for i in self.indices]
         self.locations = [dataset.locations[int(i)] for i in self.indices] if dataset.locations else []
-        self.root = Path(f"{dataset.root} ({TEST_SIDE}: the test side's images)")
+        what = "the test side's images" if side == TEST_SIDE else "the training side's images without their labels"
+        self.root = Path(f"{dataset.root} ({side}: {what})")
 
     def read(self, index: int) -> np.ndarray:
         return self.dataset.checked_read(int(self.indices[index]))
 
 
-def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = "--target", split: Any = None) -> Any:
+def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = "--target", split: Any = None,
+                     allow_empty: bool = False, use: str = "unsupervised domain adaptation") -> Any:  # fmt: skip
     """A :class:`~eotransfer.data.pool.PatchPool` of ``paths`` (comma-separated) in ``dataset``'s bands.
 
     Patches are cut at the training images' size; target images smaller than that are taken whole
     (and resized by :func:`target_batch`).  :data:`TEST_SIDE` stands for ``split``'s test-side
-    images.  Errors name ``option`` and its ``-bands`` companion.
+    images, :data:`UNLABELLED_SIDE` for its unlabelled training-side images; an empty
+    :data:`UNLABELLED_SIDE` is left out with a note, and with ``allow_empty`` a pool left with no
+    source is None.  Errors name ``option`` and its ``-bands`` companion; ``use`` says what sees only
+    the images.
     """
     from eotransfer.data.pool import PatchPool, RasterFile, open_pool_source
 
@@ -74,6 +88,8 @@ def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = 
         )
     h, w = dataset.checked_read(0).shape[-2:]
     sources: list[EODataset] = []
+    opened: list[str] = []  # the names of ``sources``
+    what = "target" if option == "--target" else "unlabelled"
     for path in names:
         if path == TEST_SIDE:
             test = np.zeros(0, np.int64) if split is None else np.asarray(split.test)
@@ -83,21 +99,39 @@ def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = 
                     "(e.g. --split lonlat-block --test-blocks east) or pass the target imagery's path"
                 )
             sources.append(HeldOutImages(dataset, test))
+            opened.append(path)
+            continue
+        if path == UNLABELLED_SIDE:
+            spare = np.zeros(0, np.int64) if split is None else np.asarray(split.unlabelled)
+            if len(spare):
+                sources.append(HeldOutImages(dataset, spare, UNLABELLED_SIDE))
+                opened.append(path)
+            else:
+                print(f"note: {option} {UNLABELLED_SIDE}: no training-side image is without its label (every label "
+                      "is used); left out", file=sys.stderr)  # fmt: skip
             continue
         try:
             sources.append(open_pool_source(path, bands=bands))
+            opened.append(path)
         except EOTransferError as e:
             where = "" if path in str(e) else f"{path}: "
-            hint = f"; declare the target files' bands with {bands_option}" if "--bands" in str(e) else ""
+            hint = f"; declare the {what} files' bands with {bands_option}" if "--bands" in str(e) else ""
             raise ConfigError(f"{option}: {where}{e}{hint}") from e
-    labelled = [f"{path} ({len(src.classes)} classes)" for path, src in zip(names, sources, strict=True)
+    if not sources:
+        if allow_empty:
+            return None
+        raise ConfigError(
+            f"{option} {UNLABELLED_SIDE}: this fit sets no training label aside; restrict the labels "
+            "(--labels-per-class on a spatial split) or pass the unlabelled imagery's path"
+        )
+    labelled = [f"{path} ({len(src.classes)} classes)" for path, src in zip(opened, sources, strict=True)
                 if list(src.classes) != ["unlabelled"] and len(src)]  # fmt: skip
     scenes = any(isinstance(src, RasterFile) for src in sources)
     windows = max(RASTER_TARGET_WINDOWS, sum(len(src) for src in sources)) if scenes else 0
     if labelled:
         print(
-            f"note: {option}: the labels of {', '.join(labelled)} are ignored (unsupervised domain adaptation sees "
-            "only the target's images); score the adapted model on them with `eotransfer evaluate`",
+            f"note: {option}: the labels of {', '.join(labelled)} are ignored ({use} sees only their images); "
+            "score the model on them with `eotransfer evaluate`",
             file=sys.stderr,
         )
     try:

@@ -11,7 +11,10 @@ With ``--unlabelled`` the student also learns from unlabelled imagery that the t
 "transfer set" of Hinton et al. 2015, section 2, need not be the labelled training set.  Each step
 draws ``--unlabelled-per-batch`` patches (of the labelled images' size, mapped to the data's bands)
 from the epoch's generator and adds the pure soft-target term ``α·T²·KL(teacher_T ‖ student_T)`` on
-them, with no hard labels, to the labelled loss.
+them, with no hard labels, to the labelled loss.  ``--unlabelled @unlabelled`` takes the training
+side's images whose labels a k-per-class restriction set aside (a benchmark grid's k): the student
+then learns from every training image, but from only k labels per class, directly and through the
+teacher, whose own training saw the same k.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eotransfer.errors import BandError, ConfigError, DataError, EOTransferError
+from eotransfer.errors import BandError, ConfigError, EOTransferError
 from eotransfer.losses.distillation import distillation_loss
 from eotransfer.strategies.base import CommonParams, Phase, Strategy, param, register_strategy
 
@@ -36,8 +39,8 @@ class DistillParams(CommonParams):
     epochs: int = param(30, "epochs of end-to-end student training", 1, 10_000)
     lr: float = param(1e-3, "learning rate of the whole student", 1e-7, 10.0)
     unlabelled: str = param(
-        "", "unlabelled imagery the teacher labels (soft targets only): data sets, folders or rasters, comma-separated"
-    )
+        "", "unlabelled imagery the teacher labels (soft targets only): data sets, folders or rasters, comma-separated; @unlabelled for the training side's images whose labels --labels-per-class set aside, @test for the test side's (transductive)"
+    )  # fmt: skip
     unlabelled_bands: str | None = param(None, "the bands of the --unlabelled files, as --bands (default: inferred)")
     unlabelled_per_batch: int = param(0, "unlabelled patches per step (0 = --batch-size)", 0, 4096)
 
@@ -101,43 +104,27 @@ class Distill(Strategy):
                 stacklevel=2,
             )
         self.teacher = teacher
-        self.pool = self._open_unlabelled(dataset) if self.params.unlabelled else None
+        self.pool = self._open_unlabelled(dataset, split) if self.params.unlabelled else None
 
-    def _open_unlabelled(self, dataset: Any) -> Any:
-        """A :class:`~eotransfer.data.pool.PatchPool` of the ``--unlabelled`` data in the data's bands."""
-        from eotransfer.data.pool import PatchPool, open_pool_source
+    def _open_unlabelled(self, dataset: Any, split: Any = None) -> Any:
+        """A :class:`~eotransfer.data.pool.PatchPool` of the ``--unlabelled`` data in the data's bands
+        (:func:`~eotransfer.strategies._target.open_target_pool`; None when ``@unlabelled`` alone holds no image)."""
+        from eotransfer.strategies._target import open_target_pool
 
         p = self.params
-        paths = [x.strip() for x in p.unlabelled.split(",") if x.strip()]
-        if not paths:
-            raise ConfigError(f"--unlabelled: {p.unlabelled!r} names no data set, folder or raster")
-        h, w = dataset.checked_read(0).shape[-2:]
-        sources = []
-        for path in paths:
-            try:
-                sources.append(open_pool_source(path, bands=p.unlabelled_bands))
-            except EOTransferError as e:
-                where = "" if path in str(e) else f"{path}: "
-                hint = "; declare the unlabelled files' bands with --unlabelled-bands" if "--bands" in str(e) else ""
-                raise ConfigError(f"--unlabelled: {where}{e}{hint}") from e
-        try:
-            pool = PatchPool(sources, min(h, w), bands=dataset.bands)
-        except BandError as e:
-            raise BandError(
-                f"--unlabelled: cannot map its bands to the data's ({dataset.bands.describe()}): {e}; "
-                "pass --unlabelled-bands to declare the files' bands, or imagery of the same sensor"
-            ) from e
-        except EOTransferError as e:
-            raise DataError(f"--unlabelled: {e}") from e
-        if len(pool) == 0:
-            raise DataError(f"--unlabelled: {p.unlabelled} holds no images")
-        return pool
+        return open_target_pool(p.unlabelled, p.unlabelled_bands, dataset, option="--unlabelled", split=split,
+                                allow_empty=True, use="distillation")  # fmt: skip
 
     def _unlabelled_batch(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n = self.params.unlabelled_per_batch or self.params.batch_size
-        picks = torch.randint(0, len(self.pool), (n,), generator=gen, device=gen.device).tolist()
-        batch = torch.stack([torch.from_numpy(self.pool.read(i)) for i in picks])
-        return batch.to(device=images.device, dtype=images.dtype)
+        from eotransfer.strategies._target import target_batch
+
+        return target_batch(self.pool, self.params.unlabelled_per_batch or self.params.batch_size, images, gen)
+
+    def after_fit(self, model: nn.Module, engine: Any, subsets: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """For the card: how many unlabelled images the teacher labelled (the transfer set beyond the labels)."""
+        if not self.params.unlabelled:
+            return {}
+        return {"transfer_set": {"unlabelled_images": len(self.pool) if self.pool is not None else 0}}
 
     def phases(self, model: nn.Module) -> list[Phase]:
         p = self.params
