@@ -19,6 +19,7 @@ from eotransfer.data.splits import (
     spatial_block_split,
     stratified_split,
     utm_zone,
+    without_classes,
 )
 from eotransfer.errors import ConfigError, DataError
 
@@ -268,3 +269,17 @@ def test_east_west_keeps_a_training_block_and_needs_locations() -> None:
     assert s.info["test_blocks"] == ["1_0"] and len(s.train) == 3
     with pytest.raises(ConfigError, match="--test-blocks east: needs the samples' locations"):
         make_split("group", np.zeros(6, dtype=np.int64), groups=np.array(list("aaabbb")), test_blocks=["east"])
+
+
+def test_without_classes_unlabels_the_held_out_classes_on_the_training_side_only() -> None:
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+    split = Split(np.array([0, 1, 2, 3, 4, 5]), np.array([6, 7, 8]), np.array([9, 10, 11]), {"k": 2}, np.array([5]))
+    out = without_classes(split, labels, [2], ["a", "b", "c"])
+    assert out.train.tolist() == [0, 1, 3, 4] and out.val.tolist() == [6, 7]
+    assert out.test.tolist() == [9, 10, 11]  # every class is scored
+    assert out.unlabelled.tolist() == [2, 5, 8]  # images kept, labels unused (5 was already there)
+    assert out.info == {"k": 2, "unseen_classes": ["c"]}
+    with pytest.raises(DataError, match="at least one class must keep its labels"):
+        without_classes(split, labels, [0, 1, 2])
+    with pytest.raises(DataError, match="no labelled training sample is left"):
+        without_classes(Split(np.array([2, 5]), np.array([6]), np.array([9])), labels, [2])

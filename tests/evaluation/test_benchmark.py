@@ -636,3 +636,92 @@ def test_distill_rows_learn_from_their_cells_teacher_and_resume(
     assert any("training its teacher" in line for line in logs)
     assert len(rows) == 6 and sum(r["strategy"] == "finetune" for r in rows) == 2
     assert not (out / bm.TEACHERS_DIR).exists()
+
+
+# -- generalised zero-shot grids (unseen_classes:) -------------------------------------------------------------------
+def test_gzsl_scores_from_the_confusion_matrix_match_zeroshot_metrics() -> None:
+    from eotransfer.strategies.zeroshot import zeroshot_metrics
+
+    rng = np.random.default_rng(3)
+    y, scores = rng.integers(0, 4, 60), rng.normal(size=(60, 4))
+    seen = np.array([True, False, True, False])
+    cm = np.zeros((4, 4), int)
+    np.add.at(cm, (y, scores.argmax(1)), 1)
+    got = bm.gzsl_scores(cm.tolist(), ["a", "b", "c", "d"], ["b", "d"])
+    want = zeroshot_metrics(y, scores, seen)
+    for key in ("seen_accuracy", "unseen_accuracy", "harmonic_mean"):
+        assert got[key] == pytest.approx(want[key]), key
+    # a method that never predicts an unseen class: U = 0, H = 0; S by hand (rows a, c: 3/4 and 1/2)
+    never = bm.gzsl_scores([[3, 0, 1, 0], [2, 0, 0, 0], [1, 0, 1, 0], [0, 0, 4, 0]], ["a", "b", "c", "d"], ["b", "d"])
+    assert never == {"seen_accuracy": pytest.approx(0.625), "unseen_accuracy": 0.0, "harmonic_mean": 0.0}
+
+
+def test_unseen_classes_config_errors_and_draws(eurosat_like: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        bm.BenchmarkConfig.from_dict(_config(eurosat_like, unseen_classes=0))
+    assert "unseen_classes: 0; give class names" in str(err.value)
+    zs = [{"name": "zero-shot", "params": {"unseen_classes": "water"}}]
+    with pytest.raises(ConfigError) as err:
+        bm.BenchmarkConfig.from_dict(_config(eurosat_like, strategies=zs, unseen_classes=["water", "water"]))
+    assert "names a class twice" in str(err.value) and "strategies[0].params.unseen_classes: set by the grid" in str(
+        err.value
+    )
+    classes = ["cropland", "forest", "water"]
+    cfg = bm.BenchmarkConfig.from_dict(_config(eurosat_like, unseen_classes="water, forest"))
+    assert bm.unseen_for_seed(cfg, classes, 0) == ["forest", "water"]  # in the data's class order
+    cfg = bm.BenchmarkConfig.from_dict(_config(eurosat_like, unseen_classes=["watr"]))
+    with pytest.raises(ConfigError, match="unseen_classes: 'watr' is not a class of .*; did you mean 'water'"):
+        bm.unseen_for_seed(cfg, classes, 0)
+    cfg = bm.BenchmarkConfig.from_dict(_config(eurosat_like, unseen_classes=1, seeds=12))
+    draws = [bm.unseen_for_seed(cfg, classes, s) for s in cfg.seeds]
+    assert all(len(d) == 1 and d[0] in classes for d in draws) and draws == [bm.unseen_for_seed(cfg, classes, s)
+                                                                            for s in cfg.seeds]  # fmt: skip
+    assert len({d[0] for d in draws}) > 1  # drawn per seed
+    with pytest.raises(ConfigError, match="leaves none seen"):
+        bm.unseen_for_seed(bm.BenchmarkConfig.from_dict(_config(eurosat_like, unseen_classes=3)), classes, 0)
+    # the key changes only when the grid sets unseen classes
+    plain = bm.BenchmarkConfig.from_dict(_config(eurosat_like))
+    assert "unseen_classes" not in plain.settings()
+    assert {c.key for c in plain.cells()}.isdisjoint(c.key for c in cfg.cells())
+
+
+def test_zeroshot_grid_holds_out_the_unseen_classes_from_every_row(eurosat_like: Path, tmp_path: Path) -> None:
+    attributes = tmp_path / "attr.csv"
+    attributes.write_text("class,green,wet,bright\ncropland,0.6,0.1,0.7\nforest,1,0.2,0.2\nwater,0,1,0.1\n")
+    strategies = [
+        {
+            "name": "zero-shot",
+            "label": "eszsl",
+            "params": {"method": "eszsl", "attributes": str(attributes), "calibration_pool": "@test"},
+        },  # fmt: skip
+        {"name": "feature-extraction", "label": "fe:logreg", "params": {"classifier": "logreg"}},
+    ]
+    cfg = bm.BenchmarkConfig.from_dict(_config(eurosat_like, strategies=strategies, seeds=1, unseen_classes=["water"]))
+    out = tmp_path / "zs"
+    rows = bm.run_benchmark(cfg, out, log=lambda _m: None)
+    assert len(rows) == 2 * (1 + 2 * 2)  # k ∈ {2, all} × (reference + 2 rows × pre-trained/scratch)
+    ds = bm.open_benchmark_data(cfg)
+    base = bm.base_split(ds, cfg.split, 0)
+    water = ds.classes.index("water")
+    n_seen_train = int((ds.labels[base.train] != water).sum())
+    for r in rows:
+        assert r["unseen_classes"] == "water"
+        assert r["n_train"] == (2 * 2 if r["k"] == 2 else n_seen_train)  # no water label in any cell
+        assert r["n_val"] == int((ds.labels[base.val] != water).sum())
+        cm = np.asarray(json.loads(r["confusion_matrix"]))
+        assert cm[water].sum() > 0  # the test side keeps the unseen class
+        assert r["harmonic_mean"] == pytest.approx(bm.gzsl_scores(cm, ds.classes, ["water"])["harmonic_mean"])
+        if r["strategy"] != "eszsl":  # trained without a water label, nothing predicts water
+            assert cm[:, water].sum() == 0 and r["unseen_accuracy"] == 0.0 and r["harmonic_mean"] == 0.0
+        else:  # prior matching sends a third of the test images to water
+            assert abs(cm[:, water].sum() - cm.sum() / 3) <= 1
+    md = (out / "summary.md").read_text()
+    assert "#### tiny: generalised zero-shot" in md and "| H: method | k=2 | k=all |" in md
+    assert f"| {bm.REFERENCE} | 0.000 (n=1) | 0.000 (n=1) |" in md.split("| H: method")[1]
+    with (out / "summary_zeroshot.csv").open(newline="") as f:
+        assert {r["strategy"] for r in csv.DictReader(f)} == {bm.REFERENCE, "eszsl", "fe:logreg"}
+    assert (out / "zeroshot_efficiency_tiny.png").stat().st_size > 1000
+    from eotransfer.evaluation.report import build_report
+
+    page = build_report(out, out / "report.html").read_text()
+    assert "Generalised zero-shot: seen and unseen classes" in page and "alt='zero-shot H on tiny'" in page

@@ -18,7 +18,13 @@ from eotransfer.data.splits import Split
 from eotransfer.engine.loop import Engine, EngineConfig
 from eotransfer.errors import ConfigError
 from eotransfer.models.model import EOClassifier
-from eotransfer.strategies.zeroshot import ZeroShot, ZeroShotParams, calibrated_stacking, zeroshot_metrics
+from eotransfer.strategies.zeroshot import (
+    ZeroShot,
+    ZeroShotParams,
+    calibrated_stacking,
+    prior_matching_gamma,
+    zeroshot_metrics,
+)
 
 # Four seen classes, one attribute each; the two unseen classes combine two attributes each.
 ATTRIBUTES = {"a": [1, 0, 0, 0], "b": [0, 1, 0, 0], "c": [0, 0, 1, 0], "d": [0, 0, 0, 1],
@@ -112,6 +118,47 @@ def test_calibrated_stacking_arithmetic() -> None:
     assert (m["seen_accuracy"], m["unseen_accuracy"], m["harmonic_mean"]) == (1.0, 1.0, 1.0)
     m = zeroshot_metrics(y, calibrated_stacking(scores, seen, 1.95), seen)  # sample 0 now goes to class 2
     assert (m["seen_accuracy"], m["unseen_accuracy"], m["harmonic_mean"]) == (0.0, 1.0, 0.0)
+
+
+def test_prior_matching_gamma_sends_the_expected_share_to_unseen_classes() -> None:
+    # classes 0, 1 seen; 2 unseen. Gaps (best seen − best unseen): 1.8, 0.1, −0.6, 1.0, 0.4
+    scores = np.array([[2.0, 1.5, 0.2], [0.9, 0.1, 0.8], [0.3, 0.2, 0.9], [1.2, 0.0, 0.2], [0.5, 0.7, 0.3]])
+    seen = np.array([True, True, False])
+    gamma = prior_matching_gamma(scores, seen, 0.4)  # the 0.4 quantile of the sorted gaps −0.6, 0.1, 0.4, 1.0, 1.8
+    assert gamma == pytest.approx(0.1 + 0.6 * (0.4 - 0.1))
+    pred = calibrated_stacking(scores, seen, gamma).argmax(1)
+    assert (pred == 2).tolist() == [False, True, True, False, False]  # 2 of 5 rows: the share asked for
+    assert prior_matching_gamma(scores, seen, 0.0) == pytest.approx(-0.6)  # no row moves
+    with pytest.raises(ConfigError, match="^--calibration-pool: calibration needs seen and unseen classes"):
+        prior_matching_gamma(scores, np.ones(3, bool), 0.5)
+
+
+def test_calibration_pool_chooses_gamma_without_labels(eurosat_like: Path, tmp_path: Path) -> None:
+    attributes = tmp_path / "attr.csv"
+    attributes.write_text("class,green,wet,bright\ncropland,0.6,0.1,0.7\nforest,1,0.2,0.2\nwater,0,1,0.1\n")
+    out = tmp_path / "model"
+    common = dict(bands="eurosat-ms", strategy="zero-shot", backbone="resnet10t", attributes=str(attributes),
+                  unseen_classes="water", accelerator="cpu", progress=False, verbose=False)  # fmt: skip
+    result = eotransfer.fit(eurosat_like, method="eszsl", calibration_pool="@test", out=str(out), **common)
+    record = json.loads((out / "zeroshot.json").read_text())
+    gamma = record["calibration"]
+    assert record["calibration_pool"] == "@test" and record["calibration_pool_images"] == len(result.split.test)
+    assert record["unseen_share"] == pytest.approx(1 / 3)
+    # a third of the pool (its test images) goes to 'water', up to one image of the quantile's rounding
+    assert abs(record["calibration_pool_predicted_unseen"] - 1 / 3) <= 1 / len(result.split.test) + 1e-9
+    bias = result.model.head.bias.detach().numpy()
+    saved = load_model(out).network.head.bias.detach().numpy()  # the saved head carries the chosen γ
+    np.testing.assert_allclose(saved, bias)
+    plain = eotransfer.fit(eurosat_like, method="eszsl", **common).model.head.bias.detach().numpy()
+    np.testing.assert_allclose(bias, plain - gamma * np.array([1.0, 1.0, 0.0]), atol=1e-5)
+    devise = eotransfer.fit(eurosat_like, calibration_pool="@test", unseen_share=0.5, epochs=2, **common)
+    cm = np.asarray(devise.metrics["test"]["confusion_matrix"])  # rows: true class; columns: predicted
+    n = len(devise.split.test)
+    assert cm.sum() == n and abs(cm[:, 2].sum() / n - 0.5) <= 1 / n + 1e-9  # the pool is the test side
+    with pytest.raises(ConfigError, match="^--calibration-pool: it chooses γ itself"):
+        eotransfer.fit(eurosat_like, calibration_pool="@test", calibration=1.0, **common)
+    with pytest.raises(ConfigError, match="^--calibration-pool: there is no unseen class"):
+        eotransfer.fit(eurosat_like, calibration_pool="@test", **{**common, "unseen_classes": ""})
 
 
 def test_saved_model_predicts_seen_and_unseen_classes(eurosat_like: Path, tmp_path: Path) -> None:

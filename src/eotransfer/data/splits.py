@@ -287,3 +287,25 @@ def restrict_to_k_per_class(
     train = split.train[np.concatenate([sub.train])]
     unlabelled = np.union1d(np.setdiff1d(split.train, train), split.unlabelled).astype(np.int64)
     return Split(np.sort(train), split.val, split.test, {**split.info, "k": k}, unlabelled)
+
+
+def without_classes(split: Split, labels: np.ndarray, held_out: list[int], classes: list[str] | None = None) -> Split:
+    """``split`` with the training and validation samples of the classes ``held_out`` moved to its unlabelled side.
+
+    Their images stay usable without labels; the test side keeps them: the protocol of generalised
+    zero-shot learning (Xian et al. 2018, "Zero-Shot Learning — A Comprehensive Evaluation of the Good,
+    the Bad and the Ugly", TPAMI), where unseen classes have no labelled sample in training and
+    every class is scored at test time.
+    """
+    labels = np.asarray(labels)
+    gone = np.asarray(sorted(set(held_out)), dtype=np.int64)
+    if len(gone) >= len(np.unique(labels)):
+        raise DataError("unseen classes: at least one class must keep its labels")
+    keep_train, keep_val = ~np.isin(labels[split.train], gone), ~np.isin(labels[split.val], gone)
+    if not keep_train.any():
+        raise DataError("unseen classes: no labelled training sample is left; hold out fewer classes")
+    moved = np.concatenate([split.train[~keep_train], split.val[~keep_val]])
+    unlabelled = np.union1d(split.unlabelled, moved).astype(np.int64)
+    names = [classes[c] if classes else str(c) for c in gone]
+    return Split(split.train[keep_train], split.val[keep_val], split.test, {**split.info, "unseen_classes": names},
+                 unlabelled)  # fmt: skip

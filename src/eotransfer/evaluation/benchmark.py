@@ -37,7 +37,7 @@ import torch
 from eotransfer import api
 from eotransfer.data.base import EODataset
 from eotransfer.data.options import DATA_OPTION_KEYS
-from eotransfer.data.splits import SPLIT_KINDS, Split, make_split, restrict_to_k_per_class
+from eotransfer.data.splits import SPLIT_KINDS, Split, make_split, restrict_to_k_per_class, without_classes
 from eotransfer.engine.metrics import mean_ci95
 from eotransfer.errors import ConfigError, EOTransferError, did_you_mean
 from eotransfer.evaluation.reference import band_statistics_matrix, fit_band_statistics_classifier
@@ -51,14 +51,17 @@ NO_MODEL = "—"
 #: the tidy table's columns, one row per fitted cell; ``finished`` last, so a torn last line reads as unfinished
 COLUMNS = ("cell", "data", "split", "strategy", "strategy_name", "backbone", "weights", "init", "k", "n_train",
            "n_val", "n_test", "seed", "accuracy", "macro_f1", "robust_accuracy", "attack",
-           "certified_accuracy", "seconds", "confusion_matrix", "finished")  # fmt: skip
+           "certified_accuracy", "unseen_classes", "seen_accuracy", "unseen_accuracy", "harmonic_mean", "seconds",
+           "confusion_matrix", "finished")  # fmt: skip
 #: the columns only ``robustness:`` fills (``certified_accuracy``: the reference row's certified lower bound)
 ROBUST_COLUMNS = ("robust_accuracy", "attack", "certified_accuracy")
+#: the columns only ``unseen_classes:`` fills: the cell's unseen classes and its generalised zero-shot scores
+ZEROSHOT_COLUMNS = ("unseen_classes", "seen_accuracy", "unseen_accuracy", "harmonic_mean")
 #: the columns of tables recorded before ``robustness:`` existed; such a table keeps its header until a row
 #: with a robust accuracy is appended, which rewrites it with :data:`COLUMNS`
-COLUMNS_BEFORE_ROBUSTNESS = tuple(c for c in COLUMNS if c not in ROBUST_COLUMNS)
+COLUMNS_BEFORE_ROBUSTNESS = tuple(c for c in COLUMNS if c not in ROBUST_COLUMNS + ZEROSHOT_COLUMNS)
 CONFIG_KEYS = ("name", "data", "data_options", "size", "in_memory", "split", "strategies", "models",
-               "labels_per_class", "seeds", "fit", "robustness", "time_budget_s")  # fmt: skip
+               "labels_per_class", "seeds", "fit", "robustness", "unseen_classes", "time_budget_s")  # fmt: skip
 ROBUSTNESS_KEYS = ("attack", "eps", "pgd_steps", "value_per_reflectance")
 SPLIT_OPTIONS = ("kind", "test_fraction", "val_fraction", "block_deg", "seed", "test_blocks")
 #: split kinds whose test side can be named (``test_blocks``: zones, lon/lat cells, groups, or east / west)
@@ -278,6 +281,9 @@ class BenchmarkConfig:
     source: str = "benchmark config"
     #: ``{attack, eps, pgd_steps, value_per_reflectance}``: score every cell under that attack as well
     robustness: dict[str, Any] | None = None
+    #: generalised zero-shot: these classes (or, as a count, that many drawn per seed) lose every training
+    #: and validation label in every cell; the test side keeps them (:func:`unseen_for_seed`)
+    unseen_classes: list[str] | int | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> BenchmarkConfig:
@@ -453,10 +459,16 @@ class BenchmarkConfig:
         if data and not Path(data).exists():
             problems.append(f"data: {data}: no such file or folder")
         robustness = parse_robustness(raw.get("robustness"), problems)
+        unseen = parse_unseen_classes(raw.get("unseen_classes"), problems)
+        if raw.get("unseen_classes") is not None:
+            for i, st in enumerate(strategies):
+                if st.params.get("unseen_classes"):
+                    problems.append(f"strategies[{i}].params.unseen_classes: set by the grid's unseen_classes; "
+                                    "remove it here")  # fmt: skip
         if problems:
             raise ConfigError(f"{source}: {len(problems)} problem(s), nothing was run:\n  - " + "\n  - ".join(problems))
         return cls(data, strategies, models, ks, seeds, str(raw.get("name") or Path(data).name), data_options, size,
-                   bool(raw.get("in_memory", True)), split, fit_opts, budget, source, robustness)  # fmt: skip
+                   bool(raw.get("in_memory", True)), split, fit_opts, budget, source, robustness, unseen)  # fmt: skip
 
     def settings(self, data: str | None = None) -> dict[str, Any]:
         """What a cell's result depends on besides its strategy, model, k and seed.
@@ -464,10 +476,13 @@ class BenchmarkConfig:
         The data enter as their :func:`data_fingerprint`, not their path; ``data`` replaces that
         (the path-keyed settings of earlier versions, for :meth:`cells`' ``legacy_keys``).
         """
-        out = {"data": data_fingerprint(self.data) if data is None else data, "data_options": self.data_options,
-               "size": self.size, "split": self.split, "fit": self.fit}  # fmt: skip
+        out: dict[str, Any] = {"data": data_fingerprint(self.data) if data is None else data,
+                               "data_options": self.data_options, "size": self.size, "split": self.split,
+                               "fit": self.fit}  # fmt: skip
         if self.robustness is not None:  # only when set: the keys of grids without it stay what they were
             out["robustness"] = self.robustness
+        if self.unseen_classes is not None:
+            out["unseen_classes"] = self.unseen_classes
         return out
 
     def legacy_data_names(self) -> list[str]:
@@ -513,6 +528,7 @@ class BenchmarkConfig:
                 "added_scratch_references": [m.backbone for m in self.models if m.added],
                 "labels_per_class": self.labels_per_class, "seeds": self.seeds, "fit": self.fit,
                 **({"robustness": self.robustness} if self.robustness is not None else {}),
+                **({"unseen_classes": self.unseen_classes} if self.unseen_classes is not None else {}),
                 "time_budget_s": self.time_budget_s}  # fmt: skip
 
 
@@ -535,6 +551,61 @@ def parse_teacher(raw: Any, where: str, problems: list[str]) -> TeacherSpec | No
                         "WEIGHTS or none}, a row and a model of this grid")  # fmt: skip
         return None
     return TeacherSpec(str(raw["strategy"]), str(raw["backbone"]), weights_spec(raw.get("weights")))
+
+
+def parse_unseen_classes(raw: Any, problems: list[str]) -> list[str] | int | None:
+    """A config's ``unseen_classes:``: class names (a list or comma-separated), a count drawn per seed, or None."""
+    if raw is None:
+        return None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw >= 1:
+            return raw
+    elif isinstance(raw, str | list):
+        names = [c.strip() for c in raw.split(",")] if isinstance(raw, str) else raw
+        if names and all(isinstance(c, str) and c.strip() for c in names):
+            if len(set(names)) == len(names):
+                return [c.strip() for c in names]
+            problems.append(f"unseen_classes: {raw!r} names a class twice")
+            return None
+    problems.append(f"unseen_classes: {raw!r}; give class names (e.g. [Forest, River]) or how many to draw per seed")
+    return None
+
+
+def unseen_for_seed(cfg: BenchmarkConfig, classes: list[str], seed: int) -> list[str]:
+    """The seed's unseen classes, in the data's class order: the named ones, or ``n`` drawn with the seed.
+
+    Raises ConfigError for a name that is no class of the data, or when no class would stay seen.
+    """
+    wanted = cfg.unseen_classes
+    if wanted is None:
+        return []
+    if isinstance(wanted, int):
+        if wanted >= len(classes):
+            raise ConfigError(f"unseen_classes: {wanted} of {len(classes)} classes leaves none seen; draw fewer")
+        drawn = set(np.random.default_rng(np.random.SeedSequence([seed, 7919])).choice(len(classes), wanted, False))
+        return [c for i, c in enumerate(classes) if i in drawn]
+    unknown = [c for c in wanted if c not in classes]
+    if unknown:
+        raise ConfigError(
+            f"unseen_classes: '{unknown[0]}' is not a class of {cfg.data}" + did_you_mean(unknown[0], classes)
+        )
+    if len(wanted) >= len(classes):
+        raise ConfigError("unseen_classes: at least one class must stay seen (trained on)")
+    return [c for c in classes if c in wanted]
+
+
+def gzsl_scores(cm: Any, classes: list[str], unseen: list[str]) -> dict[str, float]:
+    """Generalised zero-shot accuracy from a confusion matrix (rows true, columns predicted; Xian et al. 2018):
+    the per-class accuracy averaged over the seen and over the unseen test classes, and their harmonic mean."""
+    cm = np.asarray(cm, dtype=np.float64)
+    present = cm.sum(1) > 0
+    per_class = np.divide(np.diag(cm), cm.sum(1), out=np.zeros(len(cm)), where=present)
+    is_unseen = np.array([c in unseen for c in classes])
+    s_mask, u_mask = present & ~is_unseen, present & is_unseen
+    acc_s = float(per_class[s_mask].mean()) if s_mask.any() else float("nan")
+    acc_u = float(per_class[u_mask].mean()) if u_mask.any() else float("nan")
+    h = 2 * acc_s * acc_u / (acc_s + acc_u) if acc_s + acc_u > 0 else 0.0
+    return {"seen_accuracy": acc_s, "unseen_accuracy": acc_u, "harmonic_mean": h}
 
 
 def parse_robustness(raw: Any, problems: list[str]) -> dict[str, Any] | None:
@@ -671,9 +742,13 @@ def fit_cell(ds: EODataset, split: Split, strategy: str, backbone: str, weights:
     return metrics
 
 
-def grid_split(ds: EODataset, base: Split, k: int | str, seed: int) -> Split:
-    """``base`` with ``k`` labelled training samples per class drawn with ``seed`` (``all``: ``base`` itself)."""
-    return base if k == ALL else restrict_to_k_per_class(base, ds.labels, int(k), seed, ds.classes)
+def grid_split(ds: EODataset, base: Split, k: int | str, seed: int, unseen: Sequence[str] = ()) -> Split:
+    """``base`` with ``k`` labelled training samples per class drawn with ``seed`` (``all``: ``base`` itself);
+    then, for generalised zero-shot, the ``unseen`` classes' training and validation samples unlabelled."""
+    split = base if k == ALL else restrict_to_k_per_class(base, ds.labels, int(k), seed, ds.classes)
+    if unseen:
+        split = without_classes(split, ds.labels, [ds.classes.index(c) for c in unseen], ds.classes)
+    return split
 
 
 def base_split(ds: EODataset, split: dict[str, Any], seed: int) -> Split:
@@ -698,7 +773,14 @@ def read_results(path: Path) -> list[dict[str, Any]]:
             row: dict[str, Any] = dict(r)
             for c in ("n_train", "n_val", "n_test", "seed"):
                 row[c] = int(row[c])
-            for c in ("accuracy", "macro_f1", "seconds", "robust_accuracy", "certified_accuracy"):
+            for c in (
+                "accuracy",
+                "macro_f1",
+                "seconds",
+                "robust_accuracy",
+                "certified_accuracy",
+                *ZEROSHOT_COLUMNS[1:],
+            ):
                 row[c] = float(row[c]) if row.get(c) not in ("", None) else float("nan")
             row.setdefault("attack", "")
             row["k"] = int(row["k"]) if str(row["k"]).isdigit() else row["k"]
@@ -801,9 +883,15 @@ def open_benchmark_data(cfg: BenchmarkConfig) -> EODataset:
     return ArrayDataset(ds, None, cfg.size) if cfg.in_memory or cfg.size else ds
 
 
-def grid_row(cfg: BenchmarkConfig, cell: Cell, split: Split, m: dict[str, Any]) -> dict[str, Any]:
-    """The ``results.csv`` row of one cell from its test metrics ``m`` (:func:`fit_cell`, :func:`reference_accuracy`)."""
-    return {"cell": cell.key, "data": cfg.name, "split": cfg.split["kind"],
+def grid_row(cfg: BenchmarkConfig, cell: Cell, split: Split, m: dict[str, Any],
+             classes: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+    """The ``results.csv`` row of one cell from its test metrics ``m`` (:func:`fit_cell`, :func:`reference_accuracy`);
+    where ``split`` holds unseen classes, their names and the generalised zero-shot scores (:func:`gzsl_scores`)."""
+    unseen = list(split.info.get("unseen_classes") or [])
+    gzsl: dict[str, Any] = {"unseen_classes": ",".join(unseen)} if unseen else {}
+    if unseen:
+        gzsl.update(gzsl_scores(m["confusion_matrix"], list(classes), unseen))
+    return {**gzsl, "cell": cell.key, "data": cfg.name, "split": cfg.split["kind"],
             "strategy": cell.strategy.label if cell.strategy else REFERENCE,
             "strategy_name": cell.strategy.name if cell.strategy else REFERENCE,
             "backbone": cell.model.backbone if cell.model else NO_MODEL,
@@ -821,6 +909,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
                   log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
     """Run every cell of ``cfg`` not yet in ``out/results.csv``; then write the summary. Returns the grid's rows."""
     from eotransfer.card import CARD_FILE, atomic_write_text
+    from eotransfer.strategies.base import get_strategy
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -845,6 +934,9 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
     def run_fit(c: Cell, split: Split) -> dict[str, Any]:
         assert c.strategy is not None and c.model is not None and ds is not None
         opts = {**cfg.fit, **c.strategy.params}
+        unseen = split.info.get("unseen_classes")
+        if unseen and "unseen_classes" in _param_names(get_strategy(c.strategy.name)):
+            opts["unseen_classes"] = ",".join(unseen)  # zero-shot: the grid's unseen classes
         t = teachers.get(c.key)
         if t is not None:
             opts["teacher"] = str(teacher_dir(t))
@@ -875,6 +967,8 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
             break
         if ds is None:
             ds = open_benchmark_data(cfg)
+            for seed in cfg.seeds:  # a class name the data lack fails here, before any cell runs
+                unseen_for_seed(cfg, ds.classes, seed)
             meta = {"config": cfg.to_dict(), "source": cfg.source, "classes": ds.classes, "n_samples": len(ds),
                     "bands": ds.bands.keys, "torch": torch.__version__,
                     "device": "cuda" if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"}  # fmt: skip
@@ -888,7 +982,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
             splits[cell.seed] = base_split(ds, cfg.split, cell.seed)
             check_robustness_budget(cfg, ds, splits[cell.seed])
         try:
-            split = grid_split(ds, splits[cell.seed], cell.k, cell.seed)
+            split = grid_split(ds, splits[cell.seed], cell.k, cell.seed, unseen_for_seed(cfg, ds.classes, cell.seed))
             if cell.strategy is None or cell.model is None:
                 t1 = time.perf_counter()
                 m = reference_accuracy(ds, split, cell.seed, cfg.robustness)
@@ -900,7 +994,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
                     log(f"[cell {n}/{len(todo)}] {cell.key}: training its teacher, {teacher.key}")
                     tm = run_fit(teacher, split)
                     if teacher.key not in done:
-                        append_row(results, grid_row(cfg, teacher, split, tm))
+                        append_row(results, grid_row(cfg, teacher, split, tm, ds.classes))
                         done.add(teacher.key)
                 m = run_fit(cell, split)
         except EOTransferError as exc:
@@ -910,7 +1004,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
             remove_unneeded_teachers(todo[n:])
         if "robust_skipped" in m:
             log(f"[cell {n}/{len(todo)}] {cell.key}: no robust accuracy ({m['robust_skipped']})")
-        row = grid_row(cfg, cell, split, m)
+        row = grid_row(cfg, cell, split, m, ds.classes)
         append_row(results, row)
         done.add(cell.key)
         if progress:
@@ -1016,6 +1110,17 @@ def method_table(rows: list[dict[str, Any]], data: str, value: str = "accuracy")
     return ks, table
 
 
+def zeroshot_rows(rows: list[dict[str, Any]], data: str) -> list[dict[str, Any]]:
+    """The rows of ``data`` scored with unseen classes (a grid with ``unseen_classes:``)."""
+    return [r for r in rows if r["data"] == data and math.isfinite(float(r.get("harmonic_mean", float("nan"))))]
+
+
+ZEROSHOT_NOTE = ("generalised zero-shot: the unseen classes have no training or validation label in any cell and "
+                 "every class is scored on the test side; per-class accuracy averaged over the seen (S) and the unseen "
+                 "(U) test classes, and their harmonic mean H = 2SU/(S+U) (Xian et al. 2018). A method that never "
+                 "predicts an unseen class has U = 0 and H = 0")  # fmt: skip
+
+
 def robust_rows(rows: list[dict[str, Any]], data: str) -> tuple[list[dict[str, Any]], str]:
     """The rows of ``data`` scored under attack, and how (``attack_text``; several joined by ``; ``)."""
     sub = [r for r in rows if r["data"] == data and math.isfinite(float(r.get("robust_accuracy", float("nan"))))]
@@ -1058,6 +1163,12 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
             lines += ["", *(labels_needed_lines(summary, data) if value == "accuracy" else [ROBUST_NOTE]), ""]
             if value == "robust_accuracy":
                 lines += certified_lines(rows, data)
+        if zeroshot_rows(rows, data):
+            lines += [f"#### {data}: generalised zero-shot", "", ZEROSHOT_NOTE + ".", ""]
+            for value, what in (("harmonic_mean", "H"), ("unseen_accuracy", "U"), ("seen_accuracy", "S")):
+                ks, table = method_table(rows, data, value)
+                lines += [f"| {what}: method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+                lines += [f"| {' | '.join(t)} |" for t in table] + [""]
     return "\n".join(lines)
 
 
@@ -1145,9 +1256,13 @@ def write_summary(rows: list[dict[str, Any]], out: Path) -> str:
     atomic_write_text(out / "summary.csv", _summary_csv(summarise_rows(rows)))
     text = summary_markdown(rows)
     atomic_write_text(out / "summary.md", text)
-    robust_any = False
+    robust_any = zeroshot_any = False
     for data in dict.fromkeys(str(r["data"]) for r in rows):
         plot_label_efficiency([r for r in rows if r["data"] == data], out / f"label_efficiency_{data}.png", data)
+        if zeroshot_rows(rows, data):
+            zeroshot_any = True
+            plot_label_efficiency(zeroshot_rows(rows, data), out / f"zeroshot_efficiency_{data}.png",
+                                  f"{data}: generalised zero-shot H (mean, 95 % interval over seeds)", "harmonic_mean")  # fmt: skip
         scored, how = robust_rows(rows, data)
         if scored:
             robust_any = True
@@ -1162,7 +1277,10 @@ def write_summary(rows: list[dict[str, Any]], out: Path) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    drop = () if robust_any else ROBUST_COLUMNS  # tables without it keep their earlier schema
+    if zeroshot_any:
+        atomic_write_text(out / "summary_zeroshot.csv", _summary_csv(summarise_rows(rows, "harmonic_mean")))
+    # tables without them keep their earlier schema
+    drop = (*(() if robust_any else ROBUST_COLUMNS), *(() if zeroshot_any else ZEROSHOT_COLUMNS))
     tmp = out / f".results.parquet.{secrets.token_hex(4)}"
     try:
         pq.write_table(pa.Table.from_pylist([{**{c: v for c, v in r.items() if c not in drop}, "k": str(r["k"])}

@@ -430,6 +430,8 @@ def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
     robust = Section(
         "Robustness: accuracy under attack", f"<p>{html.escape(bm.ROBUST_NOTE[0].upper() + bm.ROBUST_NOTE[1:])}.</p>"
     )
+    zeroshot = Section("Generalised zero-shot: seen and unseen classes",
+                       f"<p>{html.escape(bm.ZEROSHOT_NOTE[0].upper() + bm.ZEROSHOT_NOTE[1:])}.</p>")  # fmt: skip
     per_class = Section("Per-class metrics and confusion matrix (best method, most labels, summed over seeds)")
     for data in datas:
         sub = [r for r in rows if r["data"] == data]
@@ -454,6 +456,17 @@ def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
             robust.figures.append(
                 Figure(f"clean_vs_robust_{_safe(data)}", png2, f"clean vs. robust accuracy on {data}")
             )
+        zs = bm.zeroshot_rows(sub, data)
+        if zs:
+            for value, what in (("harmonic_mean", "harmonic mean H"), ("unseen_accuracy", "unseen classes U"),
+                                ("seen_accuracy", "seen classes S")):  # fmt: skip
+                zeroshot.body += f"<h3>{html.escape(data)}: {what}</h3>" + html_table(
+                    header, bm.method_table(sub, data, value)[1]
+                )
+            with tempfile.TemporaryDirectory() as tmp:
+                png = bm.plot_label_efficiency(zs, Path(tmp) / "z.png", f"{data}: generalised zero-shot H",
+                                               "harmonic_mean").read_bytes()  # fmt: skip
+            zeroshot.figures.append(Figure(f"zeroshot_efficiency_{_safe(data)}", png, f"zero-shot H on {data}"))
         needed = bm.labels_needed_lines(summary, data)
         table.body += "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in needed) + "</ul>" if needed else ""
         k_max = max(ks, key=lambda k: n_of[k])
@@ -476,7 +489,8 @@ def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
                 cm, classes, f"{data}: {best['method']}, k={k_max}"), f"confusion matrix on {data}, summed over seeds"))  # fmt: skip
     skipped = note("a benchmark keeps no models; `eotransfer report MODEL_DIR` on a saved model (`eotransfer fit "
                    "--out`) draws the embedding map and sample predictions")  # fmt: skip
-    sections = [curves, table, *([robust] if robust.figures else []), per_class, Section("Embedding map", skipped),
+    sections = [curves, table, *([robust] if robust.figures else []), *([zeroshot] if zeroshot.figures else []),
+                per_class, Section("Embedding map", skipped),
                 Section("Sample predictions", skipped)]  # fmt: skip
     sections.append(Section("Model card", note("a benchmark has no single model card; each cell's model is described "
                                                "by its row in results.csv")))  # fmt: skip

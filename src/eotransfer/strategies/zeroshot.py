@@ -18,7 +18,12 @@ default the shipped descriptions that name every class) or ``--attributes`` vect
 sides are dropped from the loss, early stopping and ESZSL; the test side keeps them.  Generalised
 zero-shot by calibrated stacking (Chao et al. 2016, "An Empirical Study and Analysis of Generalized
 Zero-Shot Learning for Object Recognition in the Wild", ECCV): the head's bias subtracts γ
-(``--calibration``) from the seen classes' scores.  :func:`zeroshot_metrics` gives the measures of
+(``--calibration``) from the seen classes' scores.  ``--calibration-pool`` chooses γ without any
+label instead, by prior matching (as in Saerens et al. 2002, "Adjusting the outputs of a classifier
+to new a priori probabilities", Neural Computation): γ is set so that a share ``--unseen-share``
+(default: the unseen classes' share of all classes) of the pool's unlabelled images is predicted as
+some unseen class (:func:`prior_matching_gamma`).  With ``@test`` as pool this is transductive
+generalised zero-shot: the test images, labels unused, as in the domain-adaptation rows.  :func:`zeroshot_metrics` gives the measures of
 Xian et al. 2018 ("Zero-Shot Learning — A Comprehensive Evaluation of the Good, the Bad and the
 Ugly", TPAMI); they are written to the card's test metrics and to ``zeroshot.json`` in the model directory (and ESZSL's record to
 the card's ``classifier``).
@@ -53,6 +58,9 @@ class ZeroShotParams(CommonParams):
     descriptions: str | None = param(None, "YAML file `class: description` (default: the shipped descriptions naming every class)")  # fmt: skip
     attributes: str | None = param(None, "CSV file of class attribute vectors (header class,attr1,...) instead of descriptions")  # fmt: skip
     calibration: float = param(0.0, "calibrated stacking: γ subtracted from the seen classes' scores (Chao et al. 2016)", 0.0, 1e4)  # fmt: skip
+    calibration_pool: str = param("", "unlabelled images (data sets, folders, rasters, @test or @unlabelled; labels unused) on which γ is chosen by prior matching, replacing --calibration")  # fmt: skip
+    calibration_pool_bands: str | None = param(None, "the bands of the --calibration-pool files, as --bands (default: inferred)")  # fmt: skip
+    unseen_share: float | None = param(None, "share of the calibration pool expected to be of unseen classes (default: their share of all classes)", 0.0, 1.0)  # fmt: skip
     temperature: float = param(0.1, "τ of the logits ⟨W f, ê_c⟩ / τ (devise)", 1e-3, 10.0)
     eszsl_gamma: float = param(1.0, "ESZSL regulariser γ of the feature space", 1e-6, 1e6)
     eszsl_lambda: float = param(1.0, "ESZSL regulariser λ of the semantic space", 1e-6, 1e6)
@@ -90,6 +98,21 @@ def zeroshot_metrics(y_true: np.ndarray, scores: np.ndarray, seen: np.ndarray) -
             "n_seen": int(np.isin(y, seen_ids).sum()), "n_unseen": int(np.isin(y, unseen_ids).sum())}  # fmt: skip
 
 
+def prior_matching_gamma(scores: np.ndarray, seen: np.ndarray, share: float) -> float:
+    """The calibrated-stacking γ at which a ``share`` of the rows of ``scores`` is predicted as an unseen class.
+
+    A row goes to an unseen class when its best unseen score beats its best seen score minus γ, that is
+    when the gap (best seen − best unseen) is below γ: γ is the gaps' ``share`` quantile.
+    """
+    s, seen = np.asarray(scores, dtype=np.float64), np.asarray(seen, dtype=bool)
+    if not len(s):
+        raise DataError("--calibration-pool: it holds no image to calibrate on")
+    if seen.all() or not seen.any():
+        raise ConfigError("--calibration-pool: calibration needs seen and unseen classes (--unseen-classes)")
+    gap = s[:, seen].max(1) - s[:, ~seen].max(1)
+    return float(np.quantile(gap, min(max(share, 0.0), 1.0)))
+
+
 @register_strategy
 class ZeroShot(Strategy):
     name = "zero-shot"
@@ -109,6 +132,10 @@ class ZeroShot(Strategy):
         self.record: dict[str, Any] = {}
         self.val_seen = True
         self.feature_cache: dict[bytes, torch.Tensor] = {}  # the backbone is frozen: features never change
+        self.gamma = float(params.calibration)  # calibrated stacking's γ, or the one prior matching chooses
+        self.pool: Any = None  # the --calibration-pool, opened in prepare
+        if params.calibration_pool and params.calibration:
+            raise ConfigError("--calibration-pool: it chooses γ itself; leave --calibration at 0 or drop the pool")
 
     def prepare(self, dataset: Any, split: Any, model: nn.Module) -> None:
         classes = list(dataset.classes)
@@ -131,12 +158,20 @@ class ZeroShot(Strategy):
         self.record = {"method": self.params.method, "semantics": source, "semantic_dim": int(vectors.shape[1]),
                        "seen_classes": [c for c in classes if c not in unseen], "unseen_classes": unseen,
                        "n_train_seen": n_train, "calibration": self.params.calibration}  # fmt: skip
+        if self.params.calibration_pool:
+            from eotransfer.strategies._target import open_target_pool
+
+            if not unseen:
+                raise ConfigError("--calibration-pool: there is no unseen class to calibrate for; name them with "
+                                  "--unseen-classes, or drop the pool")  # fmt: skip
+            self.pool = open_target_pool(self.params.calibration_pool, self.params.calibration_pool_bands, dataset,
+                                         option="--calibration-pool", split=split, use="zero-shot calibration")  # fmt: skip
         self._set_head(self.embeddings @ self.projection.detach() / self.params.temperature)
 
     def _set_head(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         """Write the head: all classes' weights, the bias minus γ on the seen classes (calibrated stacking)."""
         head: nn.Linear = self.model.head
-        shift = self.params.calibration * self.seen.to(head.bias.device, torch.float32)
+        shift = self.gamma * self.seen.to(head.bias.device, torch.float32)
         with torch.no_grad():
             head.weight.copy_(weight)
             head.bias.copy_((0.0 if bias is None else bias.to(head.bias.device)) - shift)
@@ -186,6 +221,37 @@ class ZeroShot(Strategy):
     def after_step(self, model: nn.Module, progress: float) -> None:
         self._set_head(self.embeddings @ self.projection.detach() / self.params.temperature)
 
+    def after_training(self, model: nn.Module, engine: Any, train: Any) -> None:
+        """DeViSE's γ, chosen on the calibration pool (when there is one) before any score."""
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """Prior matching on the ``--calibration-pool``: shift the head's seen-class bias to the chosen γ."""
+        if self.pool is None:
+            return
+        from eotransfer.strategies._target import pool_batches
+
+        dataset, split = self.data
+        head: nn.Linear = self.model.head
+        like = dataset[int(split.train[0])]["image"].unsqueeze(0).to(head.weight.device)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            scores = [self.model(b).float().cpu().numpy() for b in pool_batches(self.pool, 128, like, limit=len(self.pool))]  # fmt: skip
+        self.model.train(was_training)
+        seen = self.seen.cpu().numpy()
+        raw = np.concatenate(scores) + self.gamma * seen  # the scores before calibrated stacking
+        share = self.params.unseen_share
+        share = float((~seen).sum() / len(seen)) if share is None else float(share)
+        gamma = prior_matching_gamma(raw, seen, share)
+        with torch.no_grad():
+            head.bias.sub_((gamma - self.gamma) * self.seen.to(head.bias.device, torch.float32))
+        self.gamma = gamma
+        predicted_unseen = float(((raw - gamma * seen).argmax(1)[:, None] == np.flatnonzero(~seen)[None]).any(1).mean())  # fmt: skip
+        self.record.update({"calibration": gamma, "calibration_pool": self.params.calibration_pool,
+                            "calibration_pool_images": len(raw), "unseen_share": share,
+                            "calibration_pool_predicted_unseen": predicted_unseen})  # fmt: skip
+
     def validate(self, model: nn.Module, val: Any, engine: Any) -> dict[str, float]:
         """Cross-entropy and accuracy among the seen classes, on the seen classes' validation samples."""
         logits, y = engine.predict_logits(model, val)
@@ -214,6 +280,7 @@ class ZeroShot(Strategy):
         v = np.linalg.solve(s[seen].T @ s[seen] + self.params.eszsl_lambda * np.eye(s.shape[1]), left.T).T
         weight = (s @ v.T) / std  # classes × features, on raw features
         self._set_head(torch.from_numpy(weight).float(), torch.from_numpy(-(weight @ mean)).float())
+        self._calibrate()
         return dict(self.record)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
