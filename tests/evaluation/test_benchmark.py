@@ -725,3 +725,72 @@ def test_zeroshot_grid_holds_out_the_unseen_classes_from_every_row(eurosat_like:
 
     page = build_report(out, out / "report.html").read_text()
     assert "Generalised zero-shot: seen and unseen classes" in page and "alt='zero-shot H on tiny'" in page
+
+
+# -- progressive rows: an earlier task the grid trains once -----------------------------------------------------------
+def _progressive_config(eurosat_like: Path, **over: Any) -> dict[str, Any]:
+    previous = {"data": str(eurosat_like), "data_options": {"bands": "eurosat-ms"}, "strategy": "finetune",
+                "backbone": "resnet10t", "weights": "none", "params": {"head_epochs": 1, "epochs": 1}}  # fmt: skip
+    row = {"name": "progressive", "previous": previous, "params": {"head_epochs": 1, "epochs": 1}}
+    return _config(eurosat_like, strategies=[row], models=[{"backbone": "resnet10t", "weights": "none"}],
+                   labels_per_class=[2], **over)  # fmt: skip
+
+
+def test_previous_is_checked_with_the_config(eurosat_like: Path, tmp_path: Path) -> None:
+    bad = _progressive_config(eurosat_like)
+    bad["strategies"][0]["previous"] |= {"strategy": "distill", "backbone": "resnet10x", "epoch": 3,
+                                         "data": str(tmp_path / "nowhere")}  # fmt: skip
+    bad["strategies"].append({"name": "finetune", "previous": {"data": str(eurosat_like), "strategy": "finetune",
+                                                              "backbone": "resnet10t"}})  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        bm.BenchmarkConfig.from_dict(bad)
+    msg = str(err.value)
+    for expected in ("strategies[0].previous.epoch: unknown key", "strategies[0].previous.data: " + str(tmp_path),
+                     "strategies[0].previous.strategy: 'distill' needs a model of its own",
+                     "strategies[0].previous.backbone: --backbone: unknown backbone 'resnet10x'",
+                     "strategies[1].previous: strategy 'finetune' takes no earlier task"):  # fmt: skip
+        assert expected in msg, expected
+    plain = bm.BenchmarkConfig.from_dict(_progressive_config(eurosat_like))
+    longer = _progressive_config(eurosat_like)
+    longer["strategies"][0]["previous"]["params"]["epochs"] = 2
+    assert {c.key for c in plain.cells() if c.strategy} != {
+        c.key for c in bm.BenchmarkConfig.from_dict(longer).cells() if c.strategy
+    }  # another earlier task: other cells
+
+
+def test_progressive_rows_grow_from_the_earlier_task_trained_once(
+    eurosat_like: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eotransfer.strategies.progressive import Progressive
+
+    counter = CountingFit()
+    monkeypatch.setattr(api, "fit", counter)
+    previous_seen: list[str] = []
+    real_prepare = Progressive.prepare
+
+    def prepare(self: Any, dataset: Any, split: Any, model: Any) -> None:
+        previous_seen.append(self.params.previous)
+        real_prepare(self, dataset, split, model)
+
+    monkeypatch.setattr(Progressive, "prepare", prepare)
+    cfg = bm.BenchmarkConfig.from_dict(_progressive_config(eurosat_like))
+    out = tmp_path / "prog"
+    logs: list[str] = []
+    rows = bm.run_benchmark(cfg, out, log=logs.append)
+    assert sorted((r["strategy"], r["seed"]) for r in rows) == [(bm.REFERENCE, 0), (bm.REFERENCE, 1),
+                                                                ("progressive", 0), ("progressive", 1)]  # fmt: skip
+    assert counter.calls == 1 + 2  # the earlier task once, then one fit per progressive cell
+    assert len(set(previous_seen)) == 1 and Path(previous_seen[0]).parent == out / bm.PREVIOUS_DIR
+    assert sum("training the earlier task" in line for line in logs) == 1
+    record = json.loads((out / bm.PREVIOUS_JSON).read_text())
+    (entry,) = record.values()
+    assert entry["previous"]["strategy"] == "finetune" and 0.0 <= entry["test_accuracy"] <= 1.0
+    assert not (out / bm.PREVIOUS_DIR).exists()  # no cell needs it any more: removed
+    assert bm.run_benchmark(cfg, out, log=logs.append) and counter.calls == 3  # resumed: nothing refitted
+    recorded = yaml.safe_load((out / "benchmark.yaml").read_text())
+    assert recorded["strategies"][0]["previous"]["data"] == str(eurosat_like)
+    from eotransfer.evaluation.report import build_report
+
+    page = build_report(out, out / "report.html").read_text()
+    assert "Earlier task of the progressive rows (their frozen first column): finetune (resnet10t, scratch) on " in page
+    assert f"test accuracy {entry['test_accuracy']:.3f} on {entry['n_test']} of its own test images" in page

@@ -46,6 +46,10 @@ ALL = "all"
 RESULTS_CSV = "results.csv"
 #: under a grid's output folder: the models of teaching cells, while a ``distill`` cell still needs them
 TEACHERS_DIR = "teachers"
+#: under a grid's output folder: the earlier tasks' models of ``progressive`` rows, while a cell still needs them
+PREVIOUS_DIR = "previous"
+#: the earlier tasks' test scores, kept when their models are removed
+PREVIOUS_JSON = "previous_tasks.json"
 REFERENCE = "band-stats+LR"
 NO_MODEL = "—"
 #: the tidy table's columns, one row per fitted cell; ``finished`` last, so a torn last line reads as unfinished
@@ -171,6 +175,27 @@ class TeacherSpec:
 
 
 @dataclass
+class PreviousSpec:
+    """The earlier task of a ``progressive`` row: a model fitted once per grid on another data set (every label
+    of it, its own default split), whose network becomes the frozen first column of every cell of the row.
+
+    Progressive networks (Rusu et al. 2016) transfer from a task learnt before; in a grid that task is
+    fixed, so it is trained once, not per cell, and its test score is kept in ``previous_tasks.json``.
+    """
+
+    data: str
+    strategy: str
+    backbone: str
+    weights: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def text(self) -> str:
+        return f"{self.strategy} ({self.backbone}, {self.weights or 'scratch'}) on {Path(self.data).name}"
+
+
+@dataclass
 class StrategySpec:
     """One strategy row of the grid: its row name (``label``), registered ``name`` and parameters."""
 
@@ -179,12 +204,20 @@ class StrategySpec:
     params: dict[str, Any] = field(default_factory=dict)
     #: for ``distill``: the row of this grid that trains each cell's teacher
     teacher: TeacherSpec | None = None
+    #: for ``progressive``: the earlier task whose model is the first column
+    previous: PreviousSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """As recorded and hashed into cell keys; without ``teacher`` when there is none (keys stay as before)."""
+        """As recorded and hashed into cell keys; without ``teacher``/``previous`` when unset (keys stay as before).
+
+        ``previous`` enters without its data path, by the data's :func:`data_fingerprint`."""
         out = dataclasses.asdict(self)
         if self.teacher is None:
             del out["teacher"]
+        if self.previous is None:
+            del out["previous"]
+        else:
+            out["previous"] = {**out["previous"], "data": data_fingerprint(self.previous.data)}
         return out
 
 
@@ -360,12 +393,18 @@ class BenchmarkConfig:
         for i, s in enumerate(raw.get("strategies") or []):
             s = {"name": s} if isinstance(s, str) else dict(s or {})
             name, params = str(s.get("name", "")), dict(s.get("params") or {})
-            extra = set(s) - {"name", "label", "params", "teacher"}
+            extra = set(s) - {"name", "label", "params", "teacher", "previous"}
             if extra:
-                problems.append(
-                    f"strategies[{i}]: unknown keys {', '.join(sorted(extra))} (use name, label, params, teacher)"
-                )
+                problems.append(f"strategies[{i}]: unknown keys {', '.join(sorted(extra))} (use name, label, params, "
+                                "teacher, previous)")  # fmt: skip
             teacher = parse_teacher(s.get("teacher"), f"strategies[{i}].teacher", problems)
+            previous = parse_previous(s.get("previous"), f"strategies[{i}].previous", problems)
+            if previous is not None and not _takes(name, "previous"):
+                problems.append(f"strategies[{i}].previous: strategy '{name}' takes no earlier task (progressive does)")
+                previous = None
+            elif previous is not None and params.get("previous"):
+                problems.append(f"strategies[{i}]: give either previous (an earlier task the grid trains) or "
+                                "params.previous (a saved model), not both")  # fmt: skip
             try:
                 scls = get_strategy(name)
                 if teacher is not None and "teacher" not in _param_names(scls):
@@ -384,7 +423,7 @@ class BenchmarkConfig:
                     problems.append(f"fit.{unused[0]}: not an option of fit nor a parameter of any strategy")
             except (ConfigError, TypeError) as exc:
                 problems.append(f"strategies[{i}].name/params: {exc}")
-            strategies.append(StrategySpec(str(s.get("label") or name), name, params, teacher))
+            strategies.append(StrategySpec(str(s.get("label") or name), name, params, teacher, previous))
         if not strategies:
             problems.append("strategies: give at least one (name + params)")
         labels = [s.label for s in strategies]
@@ -523,7 +562,8 @@ class BenchmarkConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "data": self.data, "data_options": self.data_options, "size": self.size,
                 "in_memory": self.in_memory, "split": self.split,
-                "strategies": [s.to_dict() for s in self.strategies],
+                "strategies": [s.to_dict() | ({"previous": dataclasses.asdict(s.previous)} if s.previous else {})
+                               for s in self.strategies],
                 "models": [{"backbone": m.backbone, "weights": m.weights} for m in self.models if not m.added],
                 "added_scratch_references": [m.backbone for m in self.models if m.added],
                 "labels_per_class": self.labels_per_class, "seeds": self.seeds, "fit": self.fit,
@@ -551,6 +591,68 @@ def parse_teacher(raw: Any, where: str, problems: list[str]) -> TeacherSpec | No
                         "WEIGHTS or none}, a row and a model of this grid")  # fmt: skip
         return None
     return TeacherSpec(str(raw["strategy"]), str(raw["backbone"]), weights_spec(raw.get("weights")))
+
+
+PREVIOUS_KEYS = ("data", "data_options", "strategy", "backbone", "weights", "params", "seed")
+
+
+def parse_previous(raw: Any, where: str, problems: list[str]) -> PreviousSpec | None:
+    """A row's ``previous: {data, data_options, strategy, backbone, weights, params, seed}``, checked like the grid."""
+    from eotransfer.models.backbones import get_architecture
+    from eotransfer.strategies.base import get_strategy, make_params
+
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: give a mapping ({', '.join(PREVIOUS_KEYS)})")
+        return None
+    n = len(problems)
+    for k in raw:
+        if k not in PREVIOUS_KEYS:
+            problems.append(f"{where}.{k}: unknown key" + did_you_mean(str(k), PREVIOUS_KEYS))
+    data, strategy, backbone = (
+        str(raw.get("data") or ""),
+        str(raw.get("strategy") or ""),
+        str(raw.get("backbone") or ""),
+    )
+    if not data:
+        problems.append(f"{where}.data: missing; give the earlier task's data set path")
+    elif not Path(data).expanduser().exists():
+        problems.append(f"{where}.data: {data}: no such file or folder")
+    options = dict(raw.get("data_options") or {})
+    for k in options:
+        if k not in (*DATA_OPTION_KEYS, "use_bands"):
+            problems.append(f"{where}.data_options.{k}: unknown data option" + did_you_mean(k, DATA_OPTION_KEYS))
+    params = dict(raw.get("params") or {})
+    try:
+        scls = get_strategy(strategy)
+        if "teacher" in _param_names(scls) or "previous" in _param_names(scls):
+            problems.append(f"{where}.strategy: '{strategy}' needs a model of its own; train the earlier task with "
+                            "a strategy that learns from labels (finetune, say)")  # fmt: skip
+        make_params(scls, params)
+    except (ConfigError, TypeError) as exc:
+        problems.append(f"{where}.strategy/params: {exc}")
+    try:
+        get_architecture(backbone)
+    except ConfigError as exc:
+        problems.append(f"{where}.backbone: {exc}")
+    weights = weights_spec(raw.get("weights"))
+    why = check_weights(weights) if weights else None
+    if why:
+        problems.append(f"{where}.weights: {why}")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        problems.append(f"{where}.seed: {seed!r} must be a non-negative integer")
+    if len(problems) > n:
+        return None
+    return PreviousSpec(data, strategy, backbone, weights, options, params, int(seed))
+
+
+def fit_previous(spec: PreviousSpec, folder: Path) -> dict[str, Any]:
+    """Fit the earlier task of a ``progressive`` row into ``folder`` (atomically); returns its test metrics."""
+    res = api.fit(spec.data, strategy=spec.strategy, backbone=spec.backbone, weights=spec.weights, seed=spec.seed,
+                  progress=False, verbose=False, out=str(folder), **spec.data_options, **spec.params)  # fmt: skip
+    return dict(res.metrics.get("test", {}))
 
 
 def parse_unseen_classes(raw: Any, problems: list[str]) -> list[str] | int | None:
@@ -669,14 +771,19 @@ def _param_names(scls: Any) -> set[str]:
     return {f.name for f in dataclasses.fields(scls.Params)}
 
 
-def _takes_teacher(strategy: str) -> bool:
-    """Whether a registered strategy learns from a teacher (``distill``); False for an unknown name."""
+def _takes(strategy: str, param_name: str) -> bool:
+    """Whether a registered strategy has the parameter (``teacher``: distill); False for an unknown name."""
     from eotransfer.strategies.base import get_strategy
 
     try:
-        return "teacher" in _param_names(get_strategy(strategy))
+        return param_name in _param_names(get_strategy(strategy))
     except ConfigError:
         return False
+
+
+def _takes_teacher(strategy: str) -> bool:
+    """Whether a registered strategy learns from a teacher (``distill``); False for an unknown name."""
+    return _takes(strategy, "teacher")
 
 
 def _any_strategy_has(name: str) -> bool:
@@ -931,6 +1038,24 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
     def teacher_dir(teacher: Cell) -> Path:
         return out / TEACHERS_DIR / _short_hash(teacher.key)
 
+    def previous_dir(spec: PreviousSpec) -> Path:
+        return out / PREVIOUS_DIR / _short_hash(dataclasses.asdict(spec) | {"data": data_fingerprint(spec.data)})
+
+    def ensure_previous(spec: PreviousSpec) -> Path:
+        """The earlier task's model folder, fitted first when it is not there (a resumed run refits it)."""
+        folder = previous_dir(spec)
+        if not (folder / CARD_FILE).is_file():
+            log(f"training the earlier task of a progressive row: {spec.text()}")
+            t1 = time.perf_counter()
+            m = fit_previous(spec, folder)
+            record = json.loads((out / PREVIOUS_JSON).read_text()) if (out / PREVIOUS_JSON).is_file() else {}
+            record[folder.name] = {"previous": {**dataclasses.asdict(spec), "data": str(spec.data)},
+                                   "test_accuracy": m.get("overall_accuracy"), "test_macro_f1": m.get("macro_f1"),
+                                   "n_test": m.get("n"), "seconds": round(time.perf_counter() - t1, 1)}  # fmt: skip
+            atomic_write_text(out / PREVIOUS_JSON, json.dumps(record, indent=1, default=str))
+            log(f"earlier task {spec.text()}: test accuracy {m.get('overall_accuracy', float('nan')):.3f}")
+        return folder
+
     def run_fit(c: Cell, split: Split) -> dict[str, Any]:
         assert c.strategy is not None and c.model is not None and ds is not None
         opts = {**cfg.fit, **c.strategy.params}
@@ -940,21 +1065,27 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
         t = teachers.get(c.key)
         if t is not None:
             opts["teacher"] = str(teacher_dir(t))
+        if c.strategy.previous is not None:
+            opts["previous"] = str(ensure_previous(c.strategy.previous))
         keep = teacher_dir(c) if c.key in teaching else None
         return fit_cell(ds, split, c.strategy.name, c.model.backbone, c.model.weights, c.seed, opts,
                         cfg.robustness, keep)  # fmt: skip
 
     def remove_unneeded_teachers(remaining: Sequence[Cell]) -> None:
-        """Teachers' models are kept only while a cell still to run needs them (a resumed run retrains one)."""
-        folder = out / TEACHERS_DIR
-        if not folder.is_dir():
-            return
-        needed = {teacher_dir(teachers[c.key]).name for c in remaining if c.key in teachers}
-        for d in folder.iterdir():
-            if d.name not in needed and not d.name.startswith("."):
-                shutil.rmtree(d, ignore_errors=True)
-        if not any(folder.iterdir()):
-            folder.rmdir()
+        """Teachers' and earlier tasks' models are kept only while a cell still to run needs them (a resumed
+        run retrains one)."""
+        needs = {TEACHERS_DIR: {teacher_dir(teachers[c.key]).name for c in remaining if c.key in teachers},
+                 PREVIOUS_DIR: {previous_dir(c.strategy.previous).name for c in remaining
+                                if c.strategy is not None and c.strategy.previous is not None}}  # fmt: skip
+        for sub, needed in needs.items():
+            folder = out / sub
+            if not folder.is_dir():
+                continue
+            for d in folder.iterdir():
+                if d.name not in needed and not d.name.startswith("."):
+                    shutil.rmtree(d, ignore_errors=True)
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
     log(f"{cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already in {results}, {len(todo)} to run")
     t0 = time.time()

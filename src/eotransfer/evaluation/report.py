@@ -489,6 +489,13 @@ def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
                 cm, classes, f"{data}: {best['method']}, k={k_max}"), f"confusion matrix on {data}, summed over seeds"))  # fmt: skip
     skipped = note("a benchmark keeps no models; `eotransfer report MODEL_DIR` on a saved model (`eotransfer fit "
                    "--out`) draws the embedding map and sample predictions")  # fmt: skip
+    previous_path = folder / bm.PREVIOUS_JSON
+    for entry in (json.loads(previous_path.read_text()) if previous_path.is_file() else {}).values():
+        spec = bm.PreviousSpec(**entry["previous"])
+        acc = entry.get("test_accuracy")
+        table.body += (f"<p>Earlier task of the progressive rows (their frozen first column): {html.escape(spec.text())}, "
+                       f"test accuracy {'—' if acc is None else f'{acc:.3f}'} on {entry.get('n_test', '?')} "
+                       "of its own test images.</p>")  # fmt: skip
     sections = [curves, table, *([robust] if robust.figures else []), *([zeroshot] if zeroshot.figures else []),
                 per_class, Section("Embedding map", skipped),
                 Section("Sample predictions", skipped)]  # fmt: skip
