@@ -40,6 +40,12 @@ def test_weights_that_miss_the_bands_are_not_proposed() -> None:
 
 def test_unseen_classes_new_classes_shift_robustness_and_size_limits() -> None:
     assert ranked(facts(unseen_classes=["wetland"]))[0] == "zero-shot"
+    (zs,) = [r for r in recommend(facts(unseen_classes=["wetland"]), AdviseConfig()) if r.strategy == "zero-shot"]
+    assert "calibration_pool" not in zs.options and "give unlabelled imagery" in zs.reason
+    (zs,) = [r for r in recommend(facts(unseen_classes=["wetland"]), AdviseConfig(target="more/scenes"))
+             if r.strategy == "zero-shot"]  # fmt: skip
+    assert zs.options["calibration_pool"] == "more/scenes" and zs.options["unseen_classes"] == "wetland"
+    assert "prior matching on the unlabelled more/scenes" in zs.reason
     assert ranked(facts(), new_classes_at_prediction=True)[0] == "protonet"
     shifted = ranked(facts(target_pad=1.6), target="t")
     assert shifted[0] == "coral" and "dann" in shifted

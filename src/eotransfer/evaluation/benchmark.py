@@ -338,7 +338,7 @@ class BenchmarkConfig:
     @classmethod
     def from_dict(cls, raw: Any, source: str = "benchmark config") -> BenchmarkConfig:
         """Parse and check everything; every problem is collected and raised together in one ConfigError."""
-        from eotransfer.models.backbones import ARCHITECTURES, check_backbone_strategy, get_architecture
+        from eotransfer.models.backbones import ARCHITECTURES, check_backbone_strategy
         from eotransfer.strategies.base import get_strategy, make_params, validate_params
 
         problems: list[str] = []
@@ -437,15 +437,7 @@ class BenchmarkConfig:
             if extra:
                 problems.append(f"models[{i}]: unknown keys {', '.join(sorted(extra))} (use backbone, weights)")
             backbone = str(m.get("backbone", ""))
-            try:
-                get_architecture(backbone)
-            except ConfigError as exc:
-                problems.append(f"models[{i}].backbone: {exc}")
-            w = weights_spec(m.get("weights"))
-            why = check_weights(w) if w else None
-            if why:
-                problems.append(f"models[{i}].weights: {why}")
-            models.append(ModelSpec(backbone, w))
+            models.append(ModelSpec(backbone, check_model(backbone, m.get("weights"), f"models[{i}]", problems)))
         if not models:
             problems.append("models: give at least one backbone (weights: none for from scratch)")
         for i, m in enumerate(models):  # a backbone without parameters takes only some strategies
@@ -593,12 +585,26 @@ def parse_teacher(raw: Any, where: str, problems: list[str]) -> TeacherSpec | No
     return TeacherSpec(str(raw["strategy"]), str(raw["backbone"]), weights_spec(raw.get("weights")))
 
 
+def check_model(backbone: str, weights: Any, where: str, problems: list[str]) -> str | None:
+    """Check a config's ``backbone`` and ``weights`` (appending to ``problems``); returns the weights spec."""
+    from eotransfer.models.backbones import get_architecture
+
+    try:
+        get_architecture(backbone)
+    except ConfigError as exc:
+        problems.append(f"{where}.backbone: {exc}")
+    spec = weights_spec(weights)
+    why = check_weights(spec) if spec else None
+    if why:
+        problems.append(f"{where}.weights: {why}")
+    return spec
+
+
 PREVIOUS_KEYS = ("data", "data_options", "strategy", "backbone", "weights", "params", "seed")
 
 
 def parse_previous(raw: Any, where: str, problems: list[str]) -> PreviousSpec | None:
     """A row's ``previous: {data, data_options, strategy, backbone, weights, params, seed}``, checked like the grid."""
-    from eotransfer.models.backbones import get_architecture
     from eotransfer.strategies.base import get_strategy, make_params
 
     if raw is None:
@@ -632,14 +638,7 @@ def parse_previous(raw: Any, where: str, problems: list[str]) -> PreviousSpec | 
         make_params(scls, params)
     except (ConfigError, TypeError) as exc:
         problems.append(f"{where}.strategy/params: {exc}")
-    try:
-        get_architecture(backbone)
-    except ConfigError as exc:
-        problems.append(f"{where}.backbone: {exc}")
-    weights = weights_spec(raw.get("weights"))
-    why = check_weights(weights) if weights else None
-    if why:
-        problems.append(f"{where}.weights: {why}")
+    weights = check_model(backbone, raw.get("weights"), where, problems)
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         problems.append(f"{where}.seed: {seed!r} must be a non-negative integer")
