@@ -794,3 +794,25 @@ def test_progressive_rows_grow_from_the_earlier_task_trained_once(
     page = build_report(out, out / "report.html").read_text()
     assert "Earlier task of the progressive rows (their frozen first column): finetune (resnet10t, scratch) on " in page
     assert f"test accuracy {entry['test_accuracy']:.3f} on {entry['n_test']} of its own test images" in page
+
+
+def test_previous_size_resizes_the_earlier_task(eurosat_like: Path, tmp_path: Path) -> None:
+    from eotransfer.card import load_model
+
+    bad = _progressive_config(eurosat_like)
+    bad["strategies"][0]["previous"]["size"] = 4
+    with pytest.raises(ConfigError, match=r"strategies\[0\].previous.size: 4 must be an integer ≥ 8"):
+        bm.BenchmarkConfig.from_dict(bad)
+    cfg = _progressive_config(eurosat_like)
+    plain = bm.BenchmarkConfig.from_dict(cfg).strategies[0].previous
+    assert plain is not None and "size" not in plain.to_dict()  # unset: the keys of earlier rows stay
+    cfg["strategies"][0]["previous"]["size"] = 16
+    spec = bm.BenchmarkConfig.from_dict(cfg).strategies[0].previous
+    assert spec is not None and spec.to_dict()["size"] == 16
+    metrics = bm.fit_previous(spec, tmp_path / "prev")
+    assert 0.0 <= metrics["overall_accuracy"] <= 1.0
+    saved = load_model(tmp_path / "prev")
+    assert (
+        saved.card["img_size"] == 16
+        and saved.bands.keys == bm.open_data(str(eurosat_like), {"bands": "eurosat-ms"}).bands.keys
+    )

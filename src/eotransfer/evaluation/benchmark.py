@@ -190,9 +190,19 @@ class PreviousSpec:
     data_options: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    #: the earlier task's images resized to this many pixels (as the grid's ``size``); None: as read
+    size: int | None = None
 
     def text(self) -> str:
         return f"{self.strategy} ({self.backbone}, {self.weights or 'scratch'}) on {Path(self.data).name}"
+
+    def to_dict(self, fingerprint: bool = True) -> dict[str, Any]:
+        """As recorded (``fingerprint=False``: the data path) and hashed (the data's :func:`data_fingerprint`);
+        without ``size`` when unset, so the keys of earlier rows stay what they were."""
+        out = dataclasses.asdict(self)
+        if self.size is None:
+            del out["size"]
+        return out | {"data": data_fingerprint(self.data)} if fingerprint else out
 
 
 @dataclass
@@ -217,7 +227,7 @@ class StrategySpec:
         if self.previous is None:
             del out["previous"]
         else:
-            out["previous"] = {**out["previous"], "data": data_fingerprint(self.previous.data)}
+            out["previous"] = self.previous.to_dict()
         return out
 
 
@@ -554,7 +564,7 @@ class BenchmarkConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "data": self.data, "data_options": self.data_options, "size": self.size,
                 "in_memory": self.in_memory, "split": self.split,
-                "strategies": [s.to_dict() | ({"previous": dataclasses.asdict(s.previous)} if s.previous else {})
+                "strategies": [s.to_dict() | ({"previous": s.previous.to_dict(fingerprint=False)} if s.previous else {})
                                for s in self.strategies],
                 "models": [{"backbone": m.backbone, "weights": m.weights} for m in self.models if not m.added],
                 "added_scratch_references": [m.backbone for m in self.models if m.added],
@@ -600,11 +610,12 @@ def check_model(backbone: str, weights: Any, where: str, problems: list[str]) ->
     return spec
 
 
-PREVIOUS_KEYS = ("data", "data_options", "strategy", "backbone", "weights", "params", "seed")
+PREVIOUS_KEYS = ("data", "data_options", "size", "strategy", "backbone", "weights", "params", "seed")
 
 
 def parse_previous(raw: Any, where: str, problems: list[str]) -> PreviousSpec | None:
-    """A row's ``previous: {data, data_options, strategy, backbone, weights, params, seed}``, checked like the grid."""
+    """A row's ``previous: {data, data_options, size, strategy, backbone, weights, params, seed}``, checked like
+    the grid."""
     from eotransfer.strategies.base import get_strategy, make_params
 
     if raw is None:
@@ -642,15 +653,23 @@ def parse_previous(raw: Any, where: str, problems: list[str]) -> PreviousSpec | 
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         problems.append(f"{where}.seed: {seed!r} must be a non-negative integer")
+    size = raw.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
+        problems.append(f"{where}.size: {size!r} must be an integer ≥ 8 (pixels) or left out")
     if len(problems) > n:
         return None
-    return PreviousSpec(data, strategy, backbone, weights, options, params, int(seed))
+    return PreviousSpec(data, strategy, backbone, weights, options, params, int(seed), size)
 
 
 def fit_previous(spec: PreviousSpec, folder: Path) -> dict[str, Any]:
     """Fit the earlier task of a ``progressive`` row into ``folder`` (atomically); returns its test metrics."""
-    res = api.fit(spec.data, strategy=spec.strategy, backbone=spec.backbone, weights=spec.weights, seed=spec.seed,
-                  progress=False, verbose=False, out=str(folder), **spec.data_options, **spec.params)  # fmt: skip
+    if spec.size is None:
+        data: str | EODataset = spec.data
+        options = dict(spec.data_options)
+    else:  # opened with its data options and resized in memory, as the grid's own data
+        data, options = open_data(spec.data, spec.data_options, spec.size), {}
+    res = api.fit(data, strategy=spec.strategy, backbone=spec.backbone, weights=spec.weights, seed=spec.seed,
+                  progress=False, verbose=False, out=str(folder), **options, **spec.params)  # fmt: skip
     return dict(res.metrics.get("test", {}))
 
 
@@ -981,12 +1000,17 @@ def _first_field_end(line: str) -> int:
     return min(ends) if ends else len(line)
 
 
-def open_benchmark_data(cfg: BenchmarkConfig) -> EODataset:
-    ns = dataclasses.replace(api.FitConfig(), data=cfg.data)
-    for k, v in cfg.data_options.items():
+def open_data(data: str, options: dict[str, Any], size: int | None = None, in_memory: bool = True) -> EODataset:
+    """``data`` opened with its data ``options``; held in memory (at ``size`` pixels when given)."""
+    ns = dataclasses.replace(api.FitConfig(), data=data)
+    for k, v in options.items():
         setattr(ns, k, v)
     ds = api.load_data(ns)
-    return ArrayDataset(ds, None, cfg.size) if cfg.in_memory or cfg.size else ds
+    return ArrayDataset(ds, None, size) if in_memory or size else ds
+
+
+def open_benchmark_data(cfg: BenchmarkConfig) -> EODataset:
+    return open_data(cfg.data, cfg.data_options, cfg.size, cfg.in_memory)
 
 
 def grid_row(cfg: BenchmarkConfig, cell: Cell, split: Split, m: dict[str, Any],
@@ -1038,7 +1062,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
         return out / TEACHERS_DIR / _short_hash(teacher.key)
 
     def previous_dir(spec: PreviousSpec) -> Path:
-        return out / PREVIOUS_DIR / _short_hash(dataclasses.asdict(spec) | {"data": data_fingerprint(spec.data)})
+        return out / PREVIOUS_DIR / _short_hash(spec.to_dict())
 
     def ensure_previous(spec: PreviousSpec) -> Path:
         """The earlier task's model folder, fitted first when it is not there (a resumed run refits it)."""
@@ -1048,7 +1072,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
             t1 = time.perf_counter()
             m = fit_previous(spec, folder)
             record = json.loads((out / PREVIOUS_JSON).read_text()) if (out / PREVIOUS_JSON).is_file() else {}
-            record[folder.name] = {"previous": {**dataclasses.asdict(spec), "data": str(spec.data)},
+            record[folder.name] = {"previous": spec.to_dict(fingerprint=False),
                                    "test_accuracy": m.get("overall_accuracy"), "test_macro_f1": m.get("macro_f1"),
                                    "n_test": m.get("n"), "seconds": round(time.perf_counter() - t1, 1)}  # fmt: skip
             atomic_write_text(out / PREVIOUS_JSON, json.dumps(record, indent=1, default=str))
