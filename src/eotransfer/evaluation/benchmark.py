@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -196,13 +197,18 @@ class PreviousSpec:
     def text(self) -> str:
         return f"{self.strategy} ({self.backbone}, {self.weights or 'scratch'}) on {Path(self.data).name}"
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The earlier task's :func:`data_fingerprint`, listed once (cell keys and model folders hash it)."""
+        return data_fingerprint(self.data)
+
     def to_dict(self, fingerprint: bool = True) -> dict[str, Any]:
-        """As recorded (``fingerprint=False``: the data path) and hashed (the data's :func:`data_fingerprint`);
+        """As recorded (``fingerprint=False``: the data path) and hashed (the data's :attr:`fingerprint`);
         without ``size`` when unset, so the keys of earlier rows stay what they were."""
         out = dataclasses.asdict(self)
         if self.size is None:
             del out["size"]
-        return out | {"data": data_fingerprint(self.data)} if fingerprint else out
+        return out | {"data": self.fingerprint} if fingerprint else out
 
 
 @dataclass
@@ -1039,7 +1045,6 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
                   log: Callable[[str], None] = print) -> list[dict[str, Any]]:  # fmt: skip
     """Run every cell of ``cfg`` not yet in ``out/results.csv``; then write the summary. Returns the grid's rows."""
     from eotransfer.card import CARD_FILE, atomic_write_text
-    from eotransfer.strategies.base import get_strategy
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -1083,7 +1088,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
         assert c.strategy is not None and c.model is not None and ds is not None
         opts = {**cfg.fit, **c.strategy.params}
         unseen = split.info.get("unseen_classes")
-        if unseen and "unseen_classes" in _param_names(get_strategy(c.strategy.name)):
+        if unseen and _takes(c.strategy.name, "unseen_classes"):
             opts["unseen_classes"] = ",".join(unseen)  # zero-shot: the grid's unseen classes
         t = teachers.get(c.key)
         if t is not None:
@@ -1269,6 +1274,10 @@ def zeroshot_rows(rows: list[dict[str, Any]], data: str) -> list[dict[str, Any]]
     return [r for r in rows if r["data"] == data and math.isfinite(float(r.get("harmonic_mean", float("nan"))))]
 
 
+#: the generalised zero-shot scores: column, short name, long name
+ZEROSHOT_SCORES = (("harmonic_mean", "H", "harmonic mean H"), ("unseen_accuracy", "U", "unseen classes U"),
+                   ("seen_accuracy", "S", "seen classes S"))  # fmt: skip
+
 ZEROSHOT_NOTE = ("generalised zero-shot: the unseen classes have no training or validation label in any cell and "
                  "every class is scored on the test side; per-class accuracy averaged over the seen (S) and the unseen "
                  "(U) test classes, and their harmonic mean H = 2SU/(S+U) (Xian et al. 2018). A method that never "
@@ -1319,7 +1328,7 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
                 lines += certified_lines(rows, data)
         if zeroshot_rows(rows, data):
             lines += [f"#### {data}: generalised zero-shot", "", ZEROSHOT_NOTE + ".", ""]
-            for value, what in (("harmonic_mean", "H"), ("unseen_accuracy", "U"), ("seen_accuracy", "S")):
+            for value, what, _ in ZEROSHOT_SCORES:
                 ks, table = method_table(rows, data, value)
                 lines += [f"| {what}: method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
                 lines += [f"| {' | '.join(t)} |" for t in table] + [""]

@@ -458,8 +458,7 @@ def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
             )
         zs = bm.zeroshot_rows(sub, data)
         if zs:
-            for value, what in (("harmonic_mean", "harmonic mean H"), ("unseen_accuracy", "unseen classes U"),
-                                ("seen_accuracy", "seen classes S")):  # fmt: skip
+            for value, _, what in bm.ZEROSHOT_SCORES:
                 zeroshot.body += f"<h3>{html.escape(data)}: {what}</h3>" + html_table(
                     header, bm.method_table(sub, data, value)[1]
                 )
