@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -96,3 +98,28 @@ def resume_matches_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
     return check
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium_dom() -> Callable[[Path], str]:
+    """``dom(page)``: the page loaded in headless Chromium (Debian's ``chromium``), its DOM after loading; fails on
+    any console message (our pages carry no script, so any is an error). Skips where Chromium is not installed."""
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (make install installs it as root)")
+    exe = CHROMIUM
+
+    def dom(page: Path) -> str:
+        proc = subprocess.run(
+            [exe, "--headless=new", "--disable-gpu", "--no-sandbox", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=2000", "--dump-dom", page.resolve().as_uri()],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+        assert not console, console
+        return proc.stdout
+
+    return dom

@@ -196,8 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("config", help="benchmark YAML (see benchmarks/configs/)")
     bench.add_argument("--out", required=True, help="output folder: results.csv (cells already there are skipped)")
     bench.add_argument("--no-progress", action="store_true", help="print no line per cell")
-    rep = sub.add_parser("report", help="a self-contained HTML report of a saved model or a benchmark folder")
-    rep.add_argument("path", help="model directory (card.json) or benchmark output folder (results.csv)")
+    rep = sub.add_parser(
+        "report",
+        help="a self-contained HTML report of a saved model or a benchmark folder; "
+        "several benchmark folders (or a folder of them) make one evidence page",
+    )
+    rep.add_argument(
+        "path",
+        nargs="+",
+        help="model directory (card.json), benchmark output folder (results.csv), "
+        "or several benchmark folders / a folder of them (the evidence page, with its table as .csv)",
+    )
     rep.add_argument("--out", required=True, help="HTML file to write (PNGs are written beside it)")
     return parser
 
@@ -366,7 +375,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from eotransfer.evaluation.report import build_report
 
-        print(f"report written to {build_report(args.path, args.out)}")
+        print(f"report written to {build_report(args.path if len(args.path) > 1 else args.path[0], args.out)}")
         return 0
     if args.command == "export":
         from eotransfer.export import export_model, parity_table

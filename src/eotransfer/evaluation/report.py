@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,9 +166,11 @@ th:first-child,td:first-child{text-align:left}pre{background:#f6f6f6;padding:.8e
 figure{margin:1em 0}figcaption{font-size:.8em;color:#555}.note{color:#8a5a00;font-style:italic}img{max-width:100%;height:auto}"""
 
 
-def html_table(header: list[str], rows: list[list[Any]]) -> str:
+def html_table(header: list[str], rows: list[list[Any]], escape_first: bool = True) -> str:
+    """``escape_first=False``: the first column is HTML already (a link)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{c if i == 0 and not escape_first else html.escape(str(c))}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)  # fmt: skip
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -208,30 +211,43 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def build_report(path: str | Path, out: str | Path) -> Path:
-    """Write the HTML report of ``path`` (model directory or benchmark folder) to ``out``; PNGs beside it."""
+def build_report(path: str | Path | Sequence[str | Path], out: str | Path) -> Path:
+    """Write the HTML report of ``path`` to ``out``, PNGs beside it: a model directory, a benchmark folder, or
+    several benchmark folders (or a folder of them), joined into the evidence page
+    (:mod:`eotransfer.evaluation.evidence`; its comparison also as ``out`` with ``.csv``)."""
     from eotransfer.card import atomic_write_text
     from eotransfer.evaluation.benchmark import RESULTS_CSV
     from eotransfer.models.weights import CARD_FILE
 
-    src, out = Path(path), Path(out)
-    if (src / RESULTS_CSV).is_file():
+    paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"--out {out}: give an .html file name")
+    if not paths:
+        raise ConfigError("report: give a model directory or one or more benchmark folders")
+    src, csv_text = paths[0], None
+    if len(paths) == 1 and (src / RESULTS_CSV).is_file():
         title, sections = benchmark_sections(src)
-    elif (src / CARD_FILE).is_file():
+    elif len(paths) == 1 and (src / CARD_FILE).is_file():
         title, sections = model_sections(src)
+    elif len(paths) > 1 or src.is_dir() and any((d / RESULTS_CSV).is_file() for d in src.iterdir() if d.is_dir()):
+        from eotransfer.evaluation.evidence import benchmark_folders, evidence_sections
+
+        title, sections, csv_text = evidence_sections(benchmark_folders(paths), out)
     else:
         raise ConfigError(
             f"report: {src} is neither a saved model directory (with {CARD_FILE}) nor a benchmark output folder "
-            f"(with {RESULTS_CSV}); pass the folder given to `eotransfer fit --out` or `eotransfer benchmark --out`"
+            f"(with {RESULTS_CSV}) nor a folder of benchmark folders; pass the folder given to `eotransfer fit --out` "
+            "or `eotransfer benchmark --out`"
         )
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise ConfigError(f"--out {out}: give an .html file name")
     out.parent.mkdir(parents=True, exist_ok=True)
     names = {}
     for s in sections:
         for f in s.figures:
             names[f.name] = f"{out.stem}_{f.name}.png"
             _write_bytes_atomic(out.parent / names[f.name], f.png)
+    if csv_text is not None:
+        atomic_write_text(out.with_suffix(".csv"), csv_text)
     atomic_write_text(out, render_html(title, sections, names))
     return out
 
