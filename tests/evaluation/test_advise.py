@@ -790,3 +790,19 @@ def test_the_transfer_probe_scores_clean_accuracy_under_robust_too(eurosat_like:
     ds = load_data(plain)
     weights = "eotransfer:eurosat-s2-resnet10t-moco"
     assert transfer_probe(ds, weights, robust) == transfer_probe(ds, weights, plain)
+
+
+def test_robust_caution_when_even_the_reference_does_not_beat_a_constant_answer() -> None:
+    from eotransfer.evaluation.advise import cautions
+
+    level = facts(k=40, reference_robust=0.138, reference_certified=0.02, majority_accuracy=0.120,
+                  reference_robust_se=0.05)  # fmt: skip  # EuroSAT at 0.01, seed 3: within one SE
+    (warning,) = cautions(level)
+    assert "keeps only 0.138 under attack, not above a constant answer (0.120" in warning
+    assert "measure the candidates with --auto" in warning and "0.149" in warning
+    (with_auto,) = cautions(level, auto=True)
+    assert "--auto's robust scores below" in with_auto and "(0.120) holds no better than a constant answer" in with_auto
+    assert ranked(level, robust=True)[0] == "adversarial"  # the ranking itself is unchanged
+    holds = facts(k=40, reference_robust=0.295, reference_certified=0.13, majority_accuracy=0.120,
+                  reference_robust_se=0.05)  # fmt: skip
+    assert cautions(holds) == [] and cautions(facts(k=40)) == []  # held, or not asked with --robust
