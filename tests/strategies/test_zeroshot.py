@@ -155,6 +155,14 @@ def test_calibration_pool_chooses_gamma_without_labels(eurosat_like: Path, tmp_p
     cm = np.asarray(devise.metrics["test"]["confusion_matrix"])  # rows: true class; columns: predicted
     n = len(devise.split.test)
     assert cm.sum() == n and abs(cm[:, 2].sum() / n - 0.5) <= 1 / n + 1e-9  # the pool is the test side
+    # inductive: the training side's images, labels unused (unseen classes' images included); no test image
+    inductive = eotransfer.fit(eurosat_like, method="eszsl", calibration_pool="@train,@unlabelled",
+                               out=str(tmp_path / "inductive"), **common)  # fmt: skip
+    record = json.loads((tmp_path / "inductive" / "zeroshot.json").read_text())
+    n_train = len(inductive.split.train)
+    assert record["calibration_pool_images"] == n_train + len(inductive.split.unlabelled) == n_train
+    assert abs(record["calibration_pool_predicted_unseen"] - 1 / 3) <= 1 / n_train + 1e-9
+    assert record["calibration"] != pytest.approx(gamma)  # another pool, another γ
     with pytest.raises(ConfigError, match="^--calibration-pool: it chooses γ itself"):
         eotransfer.fit(eurosat_like, calibration_pool="@test", calibration=1.0, **common)
     with pytest.raises(ConfigError, match="^--calibration-pool: there is no unseen class"):

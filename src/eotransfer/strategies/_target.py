@@ -41,6 +41,9 @@ from eotransfer.errors import BandError, ConfigError, DataError, EOTransferError
 TEST_SIDE = "@test"
 #: value naming the training side's images whose labels were set aside (``Split.unlabelled``)
 UNLABELLED_SIDE = "@unlabelled"
+#: value naming the labelled training images themselves, their labels unused (with ``@unlabelled``: the whole
+#: training side, an inductive pool that holds every class in the proportions the training region has)
+TRAIN_SIDE = "@train"
 #: random windows drawn from a target that holds a single raster scene (one window per sample otherwise)
 RASTER_TARGET_WINDOWS = 2048
 
@@ -59,7 +62,9 @@ class HeldOutImages(EODataset):
         self.labels = np.zeros(len(self.indices), dtype=np.int64)
         self.sources = [dataset.sources[int(i)] for i in self.indices]
         self.locations = [dataset.locations[int(i)] for i in self.indices] if dataset.locations else []
-        what = "the test side's images" if side == TEST_SIDE else "the training side's images without their labels"
+        what = {TEST_SIDE: "the test side's images", TRAIN_SIDE: "the labelled training images, labels unused"}.get(
+            side, "the training side's images without their labels"
+        )
         self.root = Path(f"{dataset.root} ({side}: {what})")
 
     def read(self, index: int) -> np.ndarray:
@@ -72,7 +77,8 @@ def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = 
 
     Patches are cut at the training images' size; target images smaller than that are taken whole
     (and resized by :func:`target_batch`).  :data:`TEST_SIDE` stands for ``split``'s test-side
-    images, :data:`UNLABELLED_SIDE` for its unlabelled training-side images; an empty
+    images, :data:`UNLABELLED_SIDE` for its unlabelled training-side images, :data:`TRAIN_SIDE` for its labelled
+    training images without their labels; an empty
     :data:`UNLABELLED_SIDE` is left out with a note, and with ``allow_empty`` a pool left with no
     source is None.  Errors name ``option`` and its ``-bands`` companion; ``use`` says what sees only
     the images.
@@ -99,6 +105,13 @@ def open_target_pool(paths: str, bands: str | None, dataset: Any, option: str = 
                     "(e.g. --split lonlat-block --test-blocks east) or pass the target imagery's path"
                 )
             sources.append(HeldOutImages(dataset, test))
+            opened.append(path)
+            continue
+        if path == TRAIN_SIDE:
+            train = np.zeros(0, np.int64) if split is None else np.asarray(split.train)
+            if not len(train):
+                raise ConfigError(f"{option} {TRAIN_SIDE}: this fit has no training split to take images from")
+            sources.append(HeldOutImages(dataset, train, TRAIN_SIDE))
             opened.append(path)
             continue
         if path == UNLABELLED_SIDE:

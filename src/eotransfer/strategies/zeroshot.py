@@ -58,7 +58,7 @@ class ZeroShotParams(CommonParams):
     descriptions: str | None = param(None, "YAML file `class: description` (default: the shipped descriptions naming every class)")  # fmt: skip
     attributes: str | None = param(None, "CSV file of class attribute vectors (header class,attr1,...) instead of descriptions")  # fmt: skip
     calibration: float = param(0.0, "calibrated stacking: γ subtracted from the seen classes' scores (Chao et al. 2016)", 0.0, 1e4)  # fmt: skip
-    calibration_pool: str = param("", "unlabelled images (data sets, folders, rasters, @test or @unlabelled; labels unused) on which γ is chosen by prior matching, replacing --calibration")  # fmt: skip
+    calibration_pool: str = param("", "unlabelled images (data sets, folders, rasters, @test, @unlabelled or @train; labels unused; '@train,@unlabelled': the whole training side, inductive) on which γ is chosen by prior matching, replacing --calibration")  # fmt: skip
     calibration_pool_bands: str | None = param(None, "the bands of the --calibration-pool files, as --bands (default: inferred)")  # fmt: skip
     unseen_share: float | None = param(None, "share of the calibration pool expected to be of unseen classes (default: their share of all classes)", 0.0, 1.0)  # fmt: skip
     temperature: float = param(0.1, "τ of the logits ⟨W f, ê_c⟩ / τ (devise)", 1e-3, 10.0)
