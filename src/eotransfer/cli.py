@@ -375,7 +375,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from eotransfer.evaluation.report import build_report
 
-        print(f"report written to {build_report(args.path if len(args.path) > 1 else args.path[0], args.out)}")
+        print(f"report written to {build_report(args.path, args.out)}")
         return 0
     if args.command == "export":
         from eotransfer.export import export_model, parity_table

@@ -45,6 +45,8 @@ from eotransfer.evaluation.reference import band_statistics_matrix, fit_band_sta
 
 ALL = "all"
 RESULTS_CSV = "results.csv"
+#: the run's configuration, source and machine, beside ``results.csv``
+BENCHMARK_JSON = "benchmark.json"
 #: under a grid's output folder: the models of teaching cells, while a ``distill`` cell still needs them
 TEACHERS_DIR = "teachers"
 #: under a grid's output folder: the earlier tasks' models of ``progressive`` rows, while a cell still needs them
@@ -1118,7 +1120,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: str | Path, progress: bool = True,
     log(f"{cfg.name}: {len(cells)} cells, {len(cells) - len(todo)} already in {results}, {len(todo)} to run")
     t0 = time.time()
     ds: EODataset | None = None
-    meta_path = out / "benchmark.json"
+    meta_path = out / BENCHMARK_JSON
     splits: dict[int, Split] = {}
     for n, cell in enumerate(todo, 1):
         if cfg.time_budget_s is not None and time.time() - t0 > cfg.time_budget_s:

@@ -74,19 +74,23 @@ class Grid:
         return out
 
 
+def grid_subfolders(folder: Path) -> list[Path]:
+    """The benchmark folders inside ``folder`` (subfolders holding ``results.csv`` and ``benchmark.json``), by name."""
+    from eotransfer.evaluation.benchmark import BENCHMARK_JSON, RESULTS_CSV
+
+    if not folder.is_dir():
+        return []
+    return sorted(d for d in folder.iterdir() if (d / RESULTS_CSV).is_file() and (d / BENCHMARK_JSON).is_file())
+
+
 def benchmark_folders(paths: Sequence[str | Path]) -> list[Path]:
-    """Each path is a benchmark folder (``results.csv``) or a folder of them (its subfolders holding both
-    ``results.csv`` and ``benchmark.json``, sorted by name)."""
+    """Each path is a benchmark folder (``results.csv``) or a folder of them (:func:`grid_subfolders`)."""
     from eotransfer.evaluation.benchmark import RESULTS_CSV
 
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        if (p / RESULTS_CSV).is_file():
-            out.append(p)
-            continue
-        subs = sorted(d for d in p.iterdir() if (d / RESULTS_CSV).is_file() and (d / "benchmark.json").is_file()) \
-            if p.is_dir() else []  # fmt: skip
+        subs = [p] if (p / RESULTS_CSV).is_file() else grid_subfolders(p)
         if not subs:
             raise ConfigError(f"report: {p} is neither a benchmark output folder (with {RESULTS_CSV}) nor a folder "
                               "of them; pass folders given to `eotransfer benchmark --out`")  # fmt: skip
@@ -94,17 +98,19 @@ def benchmark_folders(paths: Sequence[str | Path]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def load_grids(folders: Sequence[Path]) -> list[Grid]:
-    from eotransfer.evaluation.benchmark import RESULTS_CSV, read_results
+def load_grid(folder: Path) -> Grid:
+    """One benchmark folder's finished rows and ``benchmark.json`` (empty where absent); refuses a grid with none."""
+    from eotransfer.evaluation.benchmark import BENCHMARK_JSON, RESULTS_CSV, read_results
 
-    grids = []
-    for f in folders:
-        rows = read_results(f / RESULTS_CSV)
-        if not rows:
-            raise ConfigError(f"report: {f / RESULTS_CSV} holds no finished cell yet; run the benchmark first")
-        meta_path = f / "benchmark.json"
-        grids.append(Grid(f, rows, json.loads(meta_path.read_text()) if meta_path.is_file() else {}))
-    return grids
+    rows = read_results(folder / RESULTS_CSV)
+    if not rows:
+        raise ConfigError(f"report: {folder / RESULTS_CSV} holds no finished cell yet; run the benchmark first")
+    meta_path = folder / BENCHMARK_JSON
+    return Grid(folder, rows, json.loads(meta_path.read_text()) if meta_path.is_file() else {})
+
+
+def load_grids(folders: Sequence[Path]) -> list[Grid]:
+    return [load_grid(f) for f in folders]
 
 
 # -- coverage ----------------------------------------------------------------------------------------------------------
@@ -197,6 +203,12 @@ def comparisons(grid: Grid) -> list[dict[str, Any]]:
     return out
 
 
+def _grid_link(name: str, links: dict[str, str]) -> str:
+    """The grid's name, as a link to its own report where it has one (HTML)."""
+    link = links.get(name)
+    return f"<a href='{html.escape(link)}'>{html.escape(name)}</a>" if link else html.escape(name)
+
+
 def _cell(rec: dict[str, Any], which: str) -> str:
     m = rec[which]
     return "—" if m is None else f"{rec['labels'][m]}: {rec['means'][m]:.3f}"
@@ -210,9 +222,7 @@ def comparison_table(recs: list[dict[str, Any]], links: dict[str, str]) -> str:
               "best pre-trained − scratch, points", "pre-trained rows above the reference"]  # fmt: skip
     body = []
     for rec in recs:
-        link = links.get(rec["grid"])
-        grid = f"<a href='{html.escape(link)}'>{html.escape(rec['grid'])}</a>" if link else html.escape(rec["grid"])
-        body.append([grid, rec["split"], f"{rec['k']} ({rec['n_train']:.0f})", _cell(rec, "reference"),
+        body.append([_grid_link(rec["grid"], links), rec["split"], f"{rec['k']} ({rec['n_train']:.0f})", _cell(rec, "reference"),
                      _cell(rec, "scratch"), _cell(rec, "best") if rec["best"] else "— (no pre-trained row)",
                      gap_text(rec["gap_reference"], rec["gap_reference_low"], rec["gap_reference_high"]),
                      gap_text(rec["gap_scratch"], rec["gap_scratch_low"], rec["gap_scratch_high"]),
@@ -262,8 +272,7 @@ def evidence_csv(recs: list[dict[str, Any]]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(EVIDENCE_CSV_COLUMNS)
     for r in recs:
-        label = {m: r["labels"][m] for m in r["labels"]}
-        means = r["means"]
+        label, means = r["labels"], r["means"]
         w.writerow([r["family"], r["grid"], r["split"], r["k"], f"{r['n_train']:.0f}",
                     label.get(r["reference"], ""), label.get(r["scratch"], ""), label.get(r["best"], ""),
                     f"{means[r['best']]:.4f}" if r["best"] else "",
@@ -285,7 +294,7 @@ def evidence_sections(folders: Sequence[Path], out: Path) -> tuple[str, list[Any
             links[g.name] = os.path.relpath(g.folder / "report.html", out.parent)
     intro = Section("What this page joins", f"<p>{html.escape(INTRO)}</p>")
     intro.body += html_table(["grid", "data set", "split", "labels/class", "seeds", "cells", "source"], [
-        [f"<a href='{html.escape(links[g.name])}'>{html.escape(g.name)}</a>" if g.name in links else html.escape(g.name),
+        [_grid_link(g.name, links),
          g.family, g.split, ", ".join(str(k) for k in dict.fromkeys(r["k"] for r in g.rows)),
          str(len({r["seed"] for r in g.rows})), str(len(g.rows)), str(g.meta.get("source", "—"))]
         for g in grids], escape_first=False)  # fmt: skip

@@ -217,6 +217,7 @@ def build_report(path: str | Path | Sequence[str | Path], out: str | Path) -> Pa
     (:mod:`eotransfer.evaluation.evidence`; its comparison also as ``out`` with ``.csv``)."""
     from eotransfer.card import atomic_write_text
     from eotransfer.evaluation.benchmark import RESULTS_CSV
+    from eotransfer.evaluation.evidence import benchmark_folders, evidence_sections, grid_subfolders
     from eotransfer.models.weights import CARD_FILE
 
     paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
@@ -230,9 +231,7 @@ def build_report(path: str | Path | Sequence[str | Path], out: str | Path) -> Pa
         title, sections = benchmark_sections(src)
     elif len(paths) == 1 and (src / CARD_FILE).is_file():
         title, sections = model_sections(src)
-    elif len(paths) > 1 or src.is_dir() and any((d / RESULTS_CSV).is_file() for d in src.iterdir() if d.is_dir()):
-        from eotransfer.evaluation.evidence import benchmark_folders, evidence_sections
-
+    elif len(paths) > 1 or grid_subfolders(src):
         title, sections, csv_text = evidence_sections(benchmark_folders(paths), out)
     else:
         raise ConfigError(
@@ -431,12 +430,10 @@ def _is_number(v: str) -> bool:
 # -- a benchmark folder ------------------------------------------------------------------------------------------------
 def benchmark_sections(folder: Path) -> tuple[str, list[Section]]:
     from eotransfer.evaluation import benchmark as bm
+    from eotransfer.evaluation.evidence import load_grid
 
-    rows = bm.read_results(folder / bm.RESULTS_CSV)
-    if not rows:
-        raise ConfigError(f"report: {folder / bm.RESULTS_CSV} holds no finished cell yet; run the benchmark first")
-    meta_path = folder / "benchmark.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    grid = load_grid(folder)
+    rows, meta = grid.rows, grid.meta
     title = f"eotransfer report: benchmark {folder.name}"
     summary = bm.summarise_rows(rows)
     datas = list(dict.fromkeys(str(r["data"]) for r in rows))
