@@ -7,10 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from eotransfer.errors import ConfigError, DataError, WeightError
 from eotransfer.models import text
-from eotransfer.models.text import class_attributes, class_descriptions, class_embeddings, embed_texts
+from eotransfer.models.text import (
+    DESCRIPTIONS_DIR,
+    class_attributes,
+    class_descriptions,
+    class_embeddings,
+    embed_texts,
+    shipped_attributes,
+)
 from eotransfer.strategies.zeroshot import ZeroShot, ZeroShotParams
 
 
@@ -92,6 +100,33 @@ def test_attribute_vectors(tmp_path: Path) -> None:
         class_attributes(["forest"], f)
     with pytest.raises(ConfigError, match="^--attributes: give the classes either"):
         class_embeddings(["forest"], descriptions=f, attributes=f)
+
+
+def test_comment_lines_of_an_attribute_table_are_skipped(tmp_path: Path) -> None:
+    f = tmp_path / "attributes.csv"
+    f.write_text("# provenance: written by hand\nclass,green,wet\n  # another note\nforest,1,0\nwater,0,1\n")
+    np.testing.assert_array_equal(class_attributes(["water", "forest"], f), [[0, 1], [1, 0]])
+
+
+def test_the_shipped_eurosat_attribute_table_separates_every_class() -> None:
+    classes = list(yaml.safe_load((DESCRIPTIONS_DIR / "eurosat.yaml").read_text()))
+    assert len(classes) == 10 and set(shipped_attributes()) == {"eurosat"}
+    table = class_attributes(classes, "eotransfer:eurosat")
+    assert table.shape == (10, 15) and table.min() == 0.0 and table.max() == 1.0
+    # zero-shot needs every class to be told apart by its vector: no two rows equal, none all zero
+    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    assert np.abs(np.diag(cosine) - 1).max() < 1e-6
+    assert cosine[~np.eye(10, dtype=bool)].max() < 0.95
+    vectors, source = class_embeddings(classes[:2], attributes="eotransfer:eurosat")
+    assert source == "eotransfer:eurosat" and vectors.shape == (2, 15)
+
+
+def test_an_unknown_shipped_attribute_table_is_named_with_the_closest() -> None:
+    with pytest.raises(
+        ConfigError, match="^--attributes: no shipped attribute table 'eotransfer:eurosta'; did you mean 'eurosat'"
+    ):
+        class_attributes(["forest"], "eotransfer:eurosta")
 
 
 class _Data:

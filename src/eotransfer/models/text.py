@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from eotransfer.errors import ConfigError, DataError, WeightError
+from eotransfer.errors import ConfigError, DataError, WeightError, did_you_mean
 
 ENCODER = "all-MiniLM-L6-v2"
 DESCRIPTIONS_DIR = Path(__file__).resolve().parent.parent / "descriptions"
@@ -143,13 +143,41 @@ def class_descriptions(classes: Sequence[str], path: str | Path | None = None) -
     )
 
 
+SHIPPED_PREFIX = "eotransfer:"
+
+
+def shipped_attributes() -> dict[str, Path]:
+    """The attribute tables shipped in the package, by name (``eurosat_attributes.csv`` is ``eurosat``)."""
+    return {f.name.removesuffix("_attributes.csv"): f for f in sorted(DESCRIPTIONS_DIR.glob("*_attributes.csv"))}
+
+
+def attributes_file(path: str | Path) -> Path:
+    """The CSV file of ``--attributes``: a path, or ``eotransfer:NAME`` for a table shipped in the package."""
+    spec = str(path)
+    if not spec.startswith(SHIPPED_PREFIX):
+        return Path(path)
+    name = spec.removeprefix(SHIPPED_PREFIX)
+    tables = shipped_attributes()
+    if name not in tables:
+        raise ConfigError(
+            f"--attributes: no shipped attribute table '{spec}'{did_you_mean(name, tables)} "
+            f"(written as {SHIPPED_PREFIX}NAME); or give the path of a CSV file `class,attr1,...`"
+        )
+    return tables[name]
+
+
 def class_attributes(classes: Sequence[str], path: str | Path) -> np.ndarray:
-    """Attribute vectors (classes × attributes, float32) from a CSV ``class,attr1,...`` file."""
-    p = Path(path)
+    """Attribute vectors (classes × attributes, float32) from a CSV ``class,attr1,...`` file.
+
+    ``path`` may name a shipped table as ``eotransfer:NAME`` (:func:`shipped_attributes`); lines
+    starting with ``#`` are comments.
+    """
+    p = attributes_file(path)
     if not p.is_file():
         raise ConfigError(f"--attributes: {p} is not a file; give a CSV file with a header `class,attr1,...`")
     with open(p, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(x.strip() for x in r)]
+        lines = [line for line in f if not line.lstrip().startswith("#")]
+        rows = [r for r in csv.reader(lines) if r and any(x.strip() for x in r)]
     if len(rows) < 2 or len(rows[0]) < 2:
         raise DataError(f"--attributes: {p} needs a header `class,attr1,...` and one row per class")
     width = len(rows[0])

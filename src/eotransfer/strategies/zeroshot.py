@@ -13,7 +13,7 @@ approach to zero-shot learning", ICML), ``V = (XᵀX + γI)⁻¹ Xᵀ Y S (SᵀS
 standardised frozen features (the standardisation folded into the head).
 
 Class embeddings (:mod:`eotransfer.models.text`): sentence embeddings of ``--descriptions`` (by
-default the shipped descriptions that name every class) or ``--attributes`` vectors.
+default the shipped descriptions that name every class) or ``--attributes`` vectors (a CSV file, or ``eotransfer:eurosat`` for the shipped hand-written EuroSAT table).
 ``--unseen-classes`` are held out of training entirely: their samples on the training and validation
 sides are dropped from the loss, early stopping and ESZSL; the test side keeps them.  Generalised
 zero-shot by calibrated stacking (Chao et al. 2016, "An Empirical Study and Analysis of Generalized
