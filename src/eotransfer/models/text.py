@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from eotransfer.errors import ConfigError, DataError, WeightError, did_you_mean
+from eotransfer.models.catalogue import PREFIX as SHIPPED_PREFIX
 
 ENCODER = "all-MiniLM-L6-v2"
 DESCRIPTIONS_DIR = Path(__file__).resolve().parent.parent / "descriptions"
@@ -141,9 +142,6 @@ def class_descriptions(classes: Sequence[str], path: str | Path | None = None) -
         + (f" (nor do {', '.join(repr(m) for m in missing[1:])})" if len(missing) > 1 else "")
         + f"; add a line `{missing[0]}: <what the class looks like>` to a YAML file and pass it with --descriptions"
     )
-
-
-SHIPPED_PREFIX = "eotransfer:"
 
 
 def shipped_attributes() -> dict[str, Path]:
