@@ -279,7 +279,8 @@ def evaluate(model_dir: str | Path, data: str | Path | EODataset, **options: Any
     proxy A-distance between its and the scored samples' backbone features (``proxy_a_distance``,
     :mod:`eotransfer.evaluation.domain`).
     ``task``: which task of a multi-task (progressive) model to score; default its newest.
-    ``attack`` (fgsm | pgd), ``eps`` (reflectance units), ``pgd_steps``, ``value_per_reflectance``: adds
+    ``attack`` (fgsm | pgd | square), ``eps`` (reflectance units), ``pgd_steps``, ``loss`` (ce | margin, what
+    fgsm and pgd ascend), ``queries`` (square's), ``value_per_reflectance``: adds
     clean and robust accuracy under that attack, with the budget and valid range used (``metrics["attack"]``,
     :mod:`eotransfer.evaluation.attacks`).
     """

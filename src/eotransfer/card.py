@@ -54,18 +54,23 @@ def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary sibling, then rename it onto ``path`` (never half a file)."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary sibling, then rename it onto ``path`` (never half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # not tempfile.mkstemp, whose file is private (0600): this one gets the umask's permissions
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with open(tmp, "x") as f:
-            f.write(text)
+        with open(tmp, "xb") as f:
+            f.write(data)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to a temporary sibling, then rename it onto ``path`` (never half a file)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _fmt(v: Any) -> str:

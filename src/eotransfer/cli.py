@@ -69,6 +69,7 @@ def _add_config_command(
 
 def build_parser() -> argparse.ArgumentParser:
     from eotransfer.api import FitConfig
+    from eotransfer.evaluation.attacks import ATTACK_LOSSES, ATTACKS
 
     parser = argparse.ArgumentParser(prog="eotransfer", description="Transfer learning for Earth-observation imagery.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,8 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--domain-gap", metavar="SOURCE_DATA", default=argparse.SUPPRESS,
         help="source-domain data: also print the proxy A-distance between its and the data's backbone features",
     )  # fmt: skip
-    ev.add_argument("--attack", choices=("fgsm", "pgd"), default=argparse.SUPPRESS,
-                    help="also report robust accuracy under this attack (needs --eps)")  # fmt: skip
+    ev.add_argument("--attack", choices=ATTACKS, default=argparse.SUPPRESS,
+                    help="also report robust accuracy under this attack (needs --eps); square: gradient-free")  # fmt: skip
+    ev.add_argument("--attack-loss", dest="loss", choices=ATTACK_LOSSES, default=argparse.SUPPRESS,
+                    help="what fgsm/pgd ascend: ce (default) or margin (Carlini & Wagner; immune to a saturated softmax)")  # fmt: skip
+    ev.add_argument("--queries", type=int, default=argparse.SUPPRESS,
+                    help="the square attack's forward passes per image (default 1000)")  # fmt: skip
     ev.add_argument("--eps", default=argparse.SUPPRESS,
                     help="attack budget in reflectance units: 0.005 (all bands) and/or BAND=value, e.g. 0.005,B10=0.0005")  # fmt: skip
     ev.add_argument("--pgd-steps", dest="pgd_steps", type=int, default=argparse.SUPPRESS, help="PGD steps (default 10)")
@@ -335,7 +340,7 @@ def run(argv: list[str] | None = None) -> int:
             )
         if "attack" in metrics and not args.json:
             a = metrics["attack"]
-            print(f"{a['attack']} (steps {a['steps']}, eps {a['eps']} reflectance): clean accuracy "
+            print(f"{a['attack']} (steps {a['steps']}, {a['loss']} loss, eps {a['eps']} reflectance): clean accuracy "
                   f"{a['clean_accuracy']:.3f}, robust accuracy {a['robust_accuracy']:.3f}")  # fmt: skip
         return 0
     if args.command == "predict":

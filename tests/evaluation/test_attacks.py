@@ -15,7 +15,17 @@ import eotransfer
 from eotransfer.bands import BandSet
 from eotransfer.cli import main
 from eotransfer.errors import ConfigError
-from eotransfer.evaluation.attacks import band_range, fgsm, make_budget, parse_eps, pgd, robust_accuracy
+from eotransfer.evaluation.attacks import (
+    band_range,
+    fgsm,
+    make_budget,
+    margin_sum,
+    parse_eps,
+    pgd,
+    robust_accuracy,
+    square,
+    true_margin,
+)
 from eotransfer.models.model import EOClassifier
 
 N_BANDS = 4
@@ -148,6 +158,82 @@ def test_pgd_is_reproducible_from_its_generator(trained: tuple) -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_margin_values_by_hand() -> None:
+    logits = torch.tensor([[3.0, 1.0, 2.5], [0.0, 4.0, -1.0]])
+    y = torch.tensor([0, 2])
+    assert true_margin(logits, y).tolist() == [0.5, -5.0]  # 3 − 2.5; −1 − 4
+    assert margin_sum(logits, y).item() == 4.5
+
+
+def saturated_model() -> EOClassifier:
+    """The mean model with logits in the thousands (as a prototype head's squared distances): softmax saturates."""
+    model = mean_model()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.tensor([[1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0]]) * 400.0)
+        model.head.bias.zero_()
+    return model.eval()
+
+
+def saturated_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 0 images, 3 to 15 DN above the normalisation centre (0): correct, with margins of 48·d/scale."""
+    model = saturated_model()
+    offsets = torch.linspace(3.0, 15.0, 16).view(-1, 1, 1, 1)
+    x = model.normalize.center + offsets * torch.ones(16, N_BANDS, 4, 4)
+    return x, torch.zeros(16, dtype=torch.long)
+
+
+def test_a_saturated_softmax_hides_from_cross_entropy_pgd_but_not_from_margin_or_square() -> None:
+    """Gradient masking (Athalye et al. 2018): CE's input gradient underflows to 0; the margin's and a search's do not."""
+    model, (x, y) = saturated_model(), saturated_data()
+    with torch.no_grad():
+        assert bool((model(x).argmax(1) == 0).all()) and float(true_margin(model(x), y).min()) > 100
+    eps, lo, hi = 20.0, -1e4, 1e4  # every image is within 15 DN of the boundary: 20 DN flips all of them
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        ce = pgd(model, x, y, eps, lo, hi, steps=10, random_start=False, generator=gen)
+        margin = pgd(model, x, y, eps, lo, hi, steps=10, random_start=False, loss_fn=margin_sum)
+        found = square(model, x, y, eps, lo, hi, queries=400, generator=gen)
+        assert torch.equal(ce, x)  # a zero gradient's sign is 0: PGD never moved
+        assert int((model(margin).argmax(1) == 0).sum()) == 0
+        assert int((model(found).argmax(1) == 0).sum()) == 0
+
+
+def test_square_keeps_the_budget_range_and_mask_and_is_reproducible(trained: tuple) -> None:
+    model, x, y = trained
+    x = x.clone()
+    x[0, 0, :2, :2] = LO[0] + 3.0
+    x[1, 3, 0, 0] = HI[3] + 500.0
+    x[:, 1, 2:5, 2:5] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a = square(model, x, y, EPS, LO, HI, queries=40, generator=torch.Generator().manual_seed(5))
+    b = square(model, x, y, EPS, LO, HI, queries=40, generator=torch.Generator().manual_seed(5))
+    c = square(model, x, y, EPS, LO, HI, queries=40, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(torch.isnan(a), torch.isnan(x))
+    xs, as_ = torch.nan_to_num(x), torch.nan_to_num(a)
+    _check_budget(xs, as_)
+    assert torch.equal(a.nan_to_num(), b.nan_to_num()) and not torch.equal(a.nan_to_num(), c.nan_to_num())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_square_only_accepts_what_lowers_the_margin(trained: tuple) -> None:
+    """More queries never leave a sample with a larger margin than fewer did (the search keeps its best)."""
+    model, x, y = trained
+    eps, lo, hi = 40.0, x.amin((0, 2, 3)), x.amax((0, 2, 3))
+    with torch.no_grad():
+        first = true_margin(
+            model(square(model, x, y, eps, lo, hi, queries=1, generator=torch.Generator().manual_seed(2))), y
+        )
+        later = true_margin(
+            model(square(model, x, y, eps, lo, hi, queries=60, generator=torch.Generator().manual_seed(2))), y
+        )
+        clean = true_margin(model(x), y)
+    assert bool((later <= first + 1e-5).all()) and float(later.mean()) < float(first.mean())
+    assert float(later.mean()) < float(clean.mean())
+    with pytest.raises(ConfigError, match="--queries: 0 must be at least 1"):
+        square(model, x, y, eps, lo, hi, queries=0)
+
+
 def test_parse_eps_syntax() -> None:
     assert parse_eps("0.01") == (0.01, {})
     assert parse_eps("B04=0.01, B08=0.02") == (None, {"B04": 0.01, "B08": 0.02})
@@ -226,6 +312,17 @@ def test_evaluate_with_attack_reports_robust_accuracy(saved: Path, eurosat_like:
         eotransfer.evaluate(saved, eurosat_like, attack="fgsm", eps="0.5")
 
 
+def test_evaluate_with_the_margin_loss_and_the_square_attack(saved: Path, eurosat_like: Path) -> None:
+    ce = eotransfer.evaluate(saved, eurosat_like, attack="pgd", eps="0.002", pgd_steps=2)["attack"]
+    mg = eotransfer.evaluate(saved, eurosat_like, attack="pgd", eps="0.002", pgd_steps=2, loss="margin")["attack"]
+    sq = eotransfer.evaluate(saved, eurosat_like, attack="square", eps="0.002", queries=30)["attack"]
+    assert (ce["loss"], mg["loss"], sq["loss"]) == ("ce", "margin", "margin")
+    assert sq["steps"] == 30 and sq["clean_accuracy"] == ce["clean_accuracy"] == mg["clean_accuracy"]
+    assert 0.0 <= sq["robust_accuracy"] <= sq["clean_accuracy"] and mg["robust_accuracy"] <= mg["clean_accuracy"]
+    with pytest.raises(ConfigError, match="^--attack-loss: 'hinge' is not one of ce, margin"):
+        eotransfer.evaluate(saved, eurosat_like, attack="pgd", eps="0.002", loss="hinge")
+
+
 def test_cli_evaluate_attack(saved: Path, eurosat_like: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", str(saved), str(eurosat_like), "--attack", "fgsm", "--eps", "0.001", "--json"])
@@ -236,6 +333,10 @@ def test_cli_evaluate_attack(saved: Path, eurosat_like: Path, capsys: pytest.Cap
         main(["evaluate", str(saved), str(eurosat_like), "--attack", "pgd", "--eps", "1.0"])
     assert exc.value.code == 2
     assert "eotransfer: error: --eps: 1 reflectance" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(saved), str(eurosat_like), "--attack", "square", "--queries", "5", "--eps", "0.001"])
+    assert exc.value.code == 0
+    assert "square (steps 5, margin loss, eps 0.001 reflectance)" in capsys.readouterr().out
 
 
 def test_a_linear_scikit_learn_head_is_attacked_through_its_folded_head(eurosat_like: Path, tmp_path: Path) -> None:

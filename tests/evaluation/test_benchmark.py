@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +430,31 @@ def test_robustness_keys_cells_anew_only_when_set(eurosat_like: Path) -> None:
     assert fgsm.robustness is not None and fgsm.robustness["pgd_steps"] == 1 and fgsm.robustness["eps"] == "0.01"
     assert bm.attack_text(robust.robustness) == "pgd-10, eps 0.01 reflectance"
     assert bm.attack_text({**robust.robustness, "value_per_reflectance": 255}) == "pgd-10, eps 0.01 reflectance (×255)"
+    # the margin loss and the square attack key cells of their own; loss: ce is the default and keys nothing new
+    ce = bm.BenchmarkConfig.from_dict(_config(eurosat_like, robustness={"eps": "0.01", "loss": "ce"}))
+    assert ce.robustness == robust.robustness
+    margin = bm.BenchmarkConfig.from_dict(_config(eurosat_like, robustness={"eps": "0.01", "loss": "margin"}))
+    sq = bm.BenchmarkConfig.from_dict(_config(eurosat_like, robustness={"attack": "square", "eps": "0.01"}))
+    assert margin.robustness is not None and sq.robustness is not None
+    assert margin.robustness["loss"] == "margin" and sq.robustness["queries"] == 1000 and "loss" not in sq.robustness
+    keys = [{c.key for c in g.cells()} for g in (robust, margin, sq)]
+    assert not keys[0] & keys[1] and not keys[0] & keys[2] and not keys[1] & keys[2]
+    assert bm.attack_text(margin.robustness) == "pgd-10 margin, eps 0.01 reflectance"
+    assert bm.attack_text(sq.robustness) == "square-1000, eps 0.01 reflectance"
+    for bad, msg in (
+        ({"eps": "0.01", "loss": "hinge"}, "robustness.loss: 'hinge' is not one of ce, margin"),
+        ({"eps": "0.01", "queries": 10}, "robustness.queries: only the square attack takes queries (attack is pgd)"),
+        (
+            {"attack": "square", "eps": "0.01", "queries": 0},
+            "robustness.queries: 0 must be an integer from 1 to 100000",
+        ),
+        (
+            {"attack": "square", "eps": "0.01", "loss": "ce"},
+            "robustness.loss: the square attack always lowers the margin",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            bm.BenchmarkConfig.from_dict(_config(eurosat_like, robustness=bad))
 
 
 def test_the_reference_attacked_as_a_network_predicts_what_the_classifier_does(eurosat_like: Path) -> None:

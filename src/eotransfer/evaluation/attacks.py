@@ -3,7 +3,15 @@
 FGSM (Goodfellow, Shlens & Szegedy 2015, "Explaining and Harnessing Adversarial Examples", ICLR)
 takes one step of size ε along the sign of the input gradient of the loss; PGD (Madry et al. 2018,
 "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR) starts at a random point of
-the ε-ball and takes several signed steps, projecting back onto the ball after each.
+the ε-ball and takes several signed steps, projecting back onto the ball after each.  Both ascend the
+cross-entropy by default, or (``loss="margin"``) the logit margin of Carlini & Wagner 2017 ("Towards
+Evaluating the Robustness of Neural Networks", IEEE S&P), which does not saturate: a model whose
+softmax is saturated (a prototype head's logits are squared distances) gives the cross-entropy an input
+gradient of exactly zero, and a signed step of zero never moves, which reads as robustness that is not
+there (gradient masking, Athalye, Carlini & Wagner 2018, ICML).  The Square Attack (Andriushchenko et
+al. 2020, "Square Attack: a query-efficient black-box adversarial attack via random search", ECCV)
+uses no gradient at all: it searches the corners of the ε-box by random square-shaped updates, kept
+when they lower the margin, so a gradient-masking defence gains nothing against it.
 
 Models take raw values in the data's units (normalisation is a buffer inside the network), so the
 budget is set where it means something physically: ``eps`` in *reflectance units* per band (0.01 =
@@ -22,6 +30,7 @@ accumulates in the parameters' ``.grad``.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +45,11 @@ from eotransfer.errors import BandError, ConfigError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 PerBand = float | Sequence[float] | np.ndarray | torch.Tensor
-ATTACKS = ("fgsm", "pgd")
+ATTACKS = ("fgsm", "pgd", "square")
+#: the losses the gradient attacks ascend (``--attack-loss``); the Square Attack always lowers the margin
+ATTACK_LOSSES = ("ce", "margin")
+#: the Square Attack's default query budget (forward passes per image)
+SQUARE_QUERIES = 1000
 
 
 @contextlib.contextmanager
@@ -54,6 +67,29 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The loss the attacks ascend by default (summed, so each sample's gradient is its own)."""
     return F.cross_entropy(logits.float(), labels, reduction="sum")
+
+
+def margin_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Carlini & Wagner's (2017) margin, summed: ``max_{j≠y} z_j − z_y`` per sample, positive once misclassified.
+
+    It grows without bound as the attack succeeds and its gradient never vanishes with a saturated softmax.
+    """
+    return -true_margin(logits, labels).sum()
+
+
+def true_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``z_y − max_{j≠y} z_j`` per sample: positive while correctly classified (what the Square Attack lowers)."""
+    z = logits.float()
+    true = z.gather(1, labels[:, None])[:, 0]
+    others = z.scatter(1, labels[:, None], float("-inf"))
+    return true - others.max(1).values
+
+
+def attack_loss(name: str) -> LossFn:
+    """The loss ``--attack-loss NAME`` names (:data:`ATTACK_LOSSES`)."""
+    if name not in ATTACK_LOSSES:
+        raise ConfigError(f"--attack-loss: {name!r} is not one of {', '.join(ATTACK_LOSSES)}")
+    return cross_entropy_sum if name == "ce" else margin_sum
 
 
 def _per_band(v: PerBand, x: torch.Tensor) -> torch.Tensor:
@@ -131,6 +167,67 @@ def pgd(
             grad = _input_gradient(model, x_adv, y, loss_fn)
             x_adv = _finish(x, x_adv + alpha * grad.sign(), lower, upper)
     return x_adv
+
+
+def _square_fraction(i: int, queries: int, p_init: float) -> float:
+    """The share of the image a square covers at query ``i``: Andriushchenko et al.'s halving schedule.
+
+    ``p_init`` halves at the paper's iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of 10,000,
+    rescaled to ``queries``.
+    """
+    i = int(i / queries * 10_000)
+    halvings = sum(i > t for t in (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000))
+    return p_init / 2**halvings
+
+
+def square(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: PerBand, lo: PerBand, hi: PerBand,
+    queries: int = 1000, p_init: float = 0.05, generator: torch.Generator | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """The L∞ Square Attack (Andriushchenko et al. 2020): a random search that needs no gradient.
+
+    It starts at vertical stripes (each column of each band at one end of its ε-interval) and then, for
+    ``queries − 1`` rounds, redraws one square window per still-correct sample (side ``√(p·H·W)``, ``p``
+    on :func:`_square_fraction`'s schedule), every band of it set to one end of its interval, keeping the
+    change where the margin ``z_y − max_{j≠y} z_j`` drops.  The ends are the per-pixel bounds of the
+    ε-ball within the valid range (see :func:`pgd`), so the same budget holds.  Draws come from
+    ``generator`` on the CPU (reproducible on any device).  Each round is one forward pass.
+    """
+    if queries < 1:
+        raise ConfigError(f"--queries: {queries} must be at least 1")
+    n, c, h, w = x.shape
+    lower, upper = _bounds(x, eps, lo, hi)
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=generator).to(x.device)
+
+    def corner(pick: torch.Tensor) -> torch.Tensor:
+        return torch.where(pick < 0.5, lower, upper)
+
+    x_adv = _finish(x, corner(draw(n, c, 1, w).expand(n, c, h, w)), lower, upper)
+    with eval_mode(model), torch.no_grad():
+        margin = true_margin(model(x_adv), y)
+        rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        for i in range(1, queries):
+            live = torch.nonzero(margin >= 0)[:, 0]  # a tie is no misclassification yet
+            if len(live) == 0:
+                break
+            side = int(round(math.sqrt(_square_fraction(i, queries, p_init) * h * w)))
+            side = min(max(side, 1), h - 1 if h > 1 else 1, w - 1 if w > 1 else 1)
+            top = (draw(len(live)) * (h - side + 1)).long().clamp_max(h - side)
+            left = (draw(len(live)) * (w - side + 1)).long().clamp_max(w - side)
+            inside = ((rows[None, :] >= top[:, None]) & (rows[None, :] < top[:, None] + side))[:, :, None] & (
+                (cols[None, :] >= left[:, None]) & (cols[None, :] < left[:, None] + side)
+            )[:, None, :]
+            pick = draw(len(live), c, 1, 1)
+            ends = torch.where(pick < 0.5, lower[live], upper[live])
+            candidate = torch.where(inside[:, None], ends, x_adv[live])
+            candidate = _finish(x[live], candidate, lower[live], upper[live])
+            m_new = true_margin(model(candidate), y[live])
+            better = m_new < margin[live]
+            x_adv[live[better]] = candidate[better]
+            margin[live[better]] = m_new[better]
+    return x_adv.detach()
 
 
 # -- budgets in reflectance units ----------------------------------------------------------------------
@@ -228,20 +325,24 @@ def make_budget(
 
 def clean_and_attacked_logits(
     model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], budget: Budget, attack: str = "pgd",
-    steps: int = 10, generator: torch.Generator | None = None,
+    steps: int = 10, generator: torch.Generator | None = None, loss: str = "ce",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """``model``'s logits on each batch ``(x, y)`` (data units) and on its attacked copy, with the labels (on CPU).
 
     The attack runs with the model in eval mode (its BatchNorm statistics fixed), as in evaluation.
+    ``steps``: PGD's steps, or the Square Attack's queries; ``loss``: what FGSM and PGD ascend.
     """
     device = next(model.parameters()).device
+    loss_fn = attack_loss(loss)
     clean, adv, ys = [], [], []
     for xb, yb in batches:
         x, y = xb.float().to(device), yb.long().to(device)
         if attack == "fgsm":
-            xa = fgsm(model, x, y, budget.eps, budget.lo, budget.hi)
+            xa = fgsm(model, x, y, budget.eps, budget.lo, budget.hi, loss_fn=loss_fn)
+        elif attack == "square":
+            xa = square(model, x, y, budget.eps, budget.lo, budget.hi, queries=steps, generator=generator)
         else:
-            xa = pgd(model, x, y, budget.eps, budget.lo, budget.hi, steps=steps, generator=generator)
+            xa = pgd(model, x, y, budget.eps, budget.lo, budget.hi, steps=steps, generator=generator, loss_fn=loss_fn)
         with eval_mode(model), torch.no_grad():
             clean.append(model(x).float().cpu())
             adv.append(model(xa).float().cpu())
@@ -254,11 +355,12 @@ def clean_and_attacked_logits(
 
 def robust_accuracy(
     model: nn.Module, read: Callable[[int], np.ndarray], indices: Sequence[int] | np.ndarray, labels: np.ndarray,
-    budget: Budget, attack: str = "pgd", steps: int = 10, seed: int = 0, batch_size: int = 64,
+    budget: Budget, attack: str = "pgd", steps: int = 10, seed: int = 0, batch_size: int = 64, loss: str = "ce",
 ) -> dict[str, Any]:  # fmt: skip
     """Clean and adversarial accuracy of ``model`` on the samples ``indices`` (``read(i)``: C×H×W, data units).
 
-    ``labels`` are the model's class indices of those samples; the PGD random starts draw from ``seed``.
+    ``labels`` are the model's class indices of those samples; the PGD random starts (and the Square
+    Attack's draws) come from ``seed``.  ``steps``: PGD's steps or the Square Attack's queries.
     """
     if attack not in ATTACKS:
         raise ConfigError(f"--attack: {attack!r} is not one of {', '.join(ATTACKS)}")
@@ -268,13 +370,14 @@ def robust_accuracy(
         for s in range(0, len(indices), batch_size)
     )  # fmt: skip
     gen = torch.Generator().manual_seed(seed)
-    logits_clean, logits_adv, _ = clean_and_attacked_logits(model, batches, budget, attack, steps, gen)
+    logits_clean, logits_adv, _ = clean_and_attacked_logits(model, batches, budget, attack, steps, gen, loss)
     pred_clean = logits_clean.argmax(1).numpy() if len(logits_clean) else np.zeros(0, np.int64)
     pred_adv = logits_adv.argmax(1).numpy() if len(logits_adv) else np.zeros(0, np.int64)
     n = len(pred_clean)
     return {
         "attack": attack,
-        "steps": steps if attack == "pgd" else 1,
+        "steps": steps if attack != "fgsm" else 1,
+        "loss": "margin" if attack == "square" else loss,
         "n": n,
         "clean_accuracy": float((pred_clean == labels).mean()) if n else 0.0,
         "robust_accuracy": float((pred_adv == labels).mean()) if n else 0.0,
@@ -286,20 +389,26 @@ def robust_accuracy(
 def attack_network(
     network: nn.Module, bands: Any, read: Callable[[int], np.ndarray], indices: np.ndarray, labels: np.ndarray,
     attack: str = "pgd", eps: str | float = "", pgd_steps: int | None = None, value_per_reflectance: float | None = None,
-    seed: int = 0, option: str = "--eps",
+    seed: int = 0, option: str = "--eps", loss: str = "ce", queries: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Clean and robust accuracy of ``network`` (raw data units in, logits out) on the samples ``indices``.
 
     ``bands``: the network's :class:`~eotransfer.bands.BandSet`, which names the per-band budget; the valid
     range is each band's min..max over the attacked samples.  The result records the budget (reflectance and
     data units), the attack and its steps with the accuracies.  ``option`` names the budget in errors.
+    ``loss``: what FGSM and PGD ascend (:data:`ATTACK_LOSSES`); ``queries``: the Square Attack's (default
+    :data:`SQUARE_QUERIES`).
     """
     if attack not in ATTACKS:
         raise ConfigError(f"--attack: {attack!r} is not one of {', '.join(ATTACKS)}")
-    steps = int(pgd_steps) if pgd_steps is not None else 10
+    attack_loss(loss)
+    if attack == "square":
+        steps = int(queries) if queries is not None else SQUARE_QUERIES
+    else:
+        steps = int(pgd_steps) if pgd_steps is not None else 10
     lo, hi = band_range(read, indices)
     budget = make_budget(eps, bands, lo, hi, value_per_reflectance, option)
-    result = robust_accuracy(network, read, indices, labels, budget, attack, steps, seed)
+    result = robust_accuracy(network, read, indices, labels, budget, attack, steps, seed, loss=loss)
     return {**result, "eps": str(eps), **budget.to_dict(bands.names), "range_from": "evaluated samples"}
 
 
@@ -311,7 +420,7 @@ def attack_saved_model(saved: Any, ds: Any, indices: np.ndarray, labels: np.ndar
     """
     attack, eps = options.get("attack"), options.get("eps")
     if attack is None:
-        raise ConfigError("--eps: give --attack fgsm|pgd as well (the budget alone runs no attack)")
+        raise ConfigError("--eps: give --attack fgsm|pgd|square as well (the budget alone runs no attack)")
     if eps is None:
         raise ConfigError(f"--attack {attack}: needs --eps, the budget in reflectance units (e.g. --eps 0.005)")
     from eotransfer.evaluation.classical import folded_network
@@ -321,4 +430,5 @@ def attack_saved_model(saved: Any, ds: Any, indices: np.ndarray, labels: np.ndar
     except ConfigError as e:
         raise ConfigError(f"--attack: {e}") from e
     return attack_network(network, saved.bands, ds.checked_read, indices, labels, attack, eps, options.get("pgd_steps"),
-                          options.get("value_per_reflectance"), int(options.get("seed") or 0))  # fmt: skip
+                          options.get("value_per_reflectance"), int(options.get("seed") or 0),
+                          loss=options.get("loss") or "ce", queries=options.get("queries"))  # fmt: skip

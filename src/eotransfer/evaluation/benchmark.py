@@ -69,7 +69,7 @@ ZEROSHOT_COLUMNS = ("unseen_classes", "seen_accuracy", "unseen_accuracy", "harmo
 COLUMNS_BEFORE_ROBUSTNESS = tuple(c for c in COLUMNS if c not in ROBUST_COLUMNS + ZEROSHOT_COLUMNS)
 CONFIG_KEYS = ("name", "data", "data_options", "size", "in_memory", "split", "strategies", "models",
                "labels_per_class", "seeds", "fit", "robustness", "unseen_classes", "time_budget_s")  # fmt: skip
-ROBUSTNESS_KEYS = ("attack", "eps", "pgd_steps", "value_per_reflectance")
+ROBUSTNESS_KEYS = ("attack", "eps", "pgd_steps", "value_per_reflectance", "loss", "queries")
 SPLIT_OPTIONS = ("kind", "test_fraction", "val_fraction", "block_deg", "seed", "test_blocks")
 #: split kinds whose test side can be named (``test_blocks``: zones, lon/lat cells, groups, or east / west)
 BLOCK_SPLITS = ("utm-zone", "lonlat-block", "group")
@@ -738,7 +738,7 @@ def gzsl_scores(cm: Any, classes: list[str], unseen: list[str]) -> dict[str, flo
 
 def parse_robustness(raw: Any, problems: list[str]) -> dict[str, Any] | None:
     """The config's ``robustness:`` mapping, checked (problems appended), with its defaults filled in."""
-    from eotransfer.evaluation.attacks import ATTACKS, parse_eps
+    from eotransfer.evaluation.attacks import ATTACK_LOSSES, ATTACKS, SQUARE_QUERIES, parse_eps
 
     if raw is None:
         return None
@@ -766,6 +766,22 @@ def parse_robustness(raw: Any, problems: list[str]) -> dict[str, Any] | None:
         problems.append(f"robustness.pgd_steps: {steps!r} must be an integer from 1 to 1000")
     if out["attack"] == "fgsm":
         out["pgd_steps"] = 1
+    # ``loss`` and ``queries`` enter the mapping (and so the grid's key) only where they change the attack
+    loss = raw.get("loss", "ce")
+    if loss not in ATTACK_LOSSES:
+        problems.append(f"robustness.loss: {loss!r} is not one of {', '.join(ATTACK_LOSSES)}")
+    elif out["attack"] == "square" and "loss" in raw and loss != "margin":
+        problems.append("robustness.loss: the square attack always lowers the margin; leave loss out")
+    elif loss != "ce" and out["attack"] != "square":
+        out["loss"] = loss
+    if out["attack"] == "square":
+        out["pgd_steps"] = 1
+        queries = raw.get("queries", SQUARE_QUERIES)
+        if not isinstance(queries, int) or isinstance(queries, bool) or not 1 <= queries <= 100_000:
+            problems.append(f"robustness.queries: {queries!r} must be an integer from 1 to 100000")
+        out["queries"] = queries
+    elif "queries" in raw:
+        problems.append(f"robustness.queries: only the square attack takes queries (attack is {out['attack']})")
     vpr = out["value_per_reflectance"]
     if vpr is not None and (not isinstance(vpr, int | float) or isinstance(vpr, bool) or not vpr > 0):
         problems.append(f"robustness.value_per_reflectance: {vpr!r} must be a positive number or left out")
@@ -787,10 +803,13 @@ def check_robustness_budget(cfg: BenchmarkConfig, ds: EODataset, split: Split) -
 
 
 def attack_text(robustness: dict[str, Any]) -> str:
-    """``"pgd-10, eps 0.00784 reflectance"``: how a row's robust accuracy was measured."""
-    steps = f"-{robustness['pgd_steps']}" if robustness["attack"] == "pgd" else ""
+    """``"pgd-10, eps 0.00784 reflectance"`` (``"pgd-10 margin, …"``, ``"square-1000, …"``): how a row's robust
+    accuracy was measured."""
+    counts = {"pgd": f"-{robustness['pgd_steps']}", "square": f"-{robustness.get('queries')}"}
+    steps = counts.get(robustness["attack"], "")
+    loss = f" {robustness['loss']}" if robustness.get("loss", "ce") != "ce" else ""
     vpr = robustness.get("value_per_reflectance")
-    return f"{robustness['attack']}{steps}, eps {robustness['eps']} reflectance" + (f" (×{vpr:g})" if vpr else "")
+    return f"{robustness['attack']}{steps}{loss}, eps {robustness['eps']} reflectance" + (f" (×{vpr:g})" if vpr else "")
 
 
 def _param_names(scls: Any) -> set[str]:
