@@ -7,8 +7,8 @@ the ε-ball and takes several signed steps, projecting back onto the ball after 
 cross-entropy by default, or (``loss="margin"``) the logit margin of Carlini & Wagner 2017 ("Towards
 Evaluating the Robustness of Neural Networks", IEEE S&P), which does not saturate: a model whose
 softmax is saturated (a prototype head's logits are squared distances) gives the cross-entropy an input
-gradient of exactly zero, and a signed step of zero never moves, which reads as robustness that is not
-there (gradient masking, Athalye, Carlini & Wagner 2018, ICML).  The Square Attack (Andriushchenko et
+gradient that underflows towards zero (and a signed step of an exact zero never moves), which reads as
+robustness that is not there (gradient masking, Athalye, Carlini & Wagner 2018, ICML).  The Square Attack (Andriushchenko et
 al. 2020, "Square Attack: a query-efficient black-box adversarial attack via random search", ECCV)
 uses no gradient at all: it searches the corners of the ε-box by random square-shaped updates, kept
 when they lower the margin, so a gradient-masking defence gains nothing against it.

@@ -15,6 +15,13 @@ linear head is replaced by the prototypes of every class, computed from (at most
 classes get prototypes too (their training samples act as the support set) but take no part in
 validation, which scores the base classes only and monitors (the last epoch is kept).  For a new
 support set at prediction time, see :func:`eotransfer.evaluation.fewshot.predict_fewshot`.
+
+The head's logits are (shifted) negative squared distances, far apart (on EuroSAT from the MoCo backbone:
+a median spread of 184 and a median margin of 27 over the correct patches), so the softmax saturates and
+the cross-entropy's input gradient all but vanishes (exactly zero for 5 % of the correct patches).  Attack
+such a model with ``--attack-loss margin`` or ``--attack square`` (:mod:`eotransfer.evaluation.attacks`):
+on EuroSAT at ε = 0.01 its robust accuracy is 0.175 under PGD on the cross-entropy and 0.003 under PGD on
+the margin, gradient masking and not robustness (benchmarks/README.md).
 """
 
 from __future__ import annotations
