@@ -201,10 +201,10 @@ def square(
     def draw(*shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=generator).to(x.device)
 
-    def corner(pick: torch.Tensor) -> torch.Tensor:
-        return torch.where(pick < 0.5, lower, upper)
+    def corner(pick: torch.Tensor, low: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return torch.where(pick < 0.5, low, up)
 
-    x_adv = _finish(x, corner(draw(n, c, 1, w).expand(n, c, h, w)), lower, upper)
+    x_adv = _finish(x, corner(draw(n, c, 1, w).expand(n, c, h, w), lower, upper), lower, upper)
     with eval_mode(model), torch.no_grad():
         margin = true_margin(model(x_adv), y)
         rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
@@ -213,14 +213,13 @@ def square(
             if len(live) == 0:
                 break
             side = int(round(math.sqrt(_square_fraction(i, queries, p_init) * h * w)))
-            side = min(max(side, 1), h - 1 if h > 1 else 1, w - 1 if w > 1 else 1)
+            side = max(1, min(side, h - 1, w - 1))
             top = (draw(len(live)) * (h - side + 1)).long().clamp_max(h - side)
             left = (draw(len(live)) * (w - side + 1)).long().clamp_max(w - side)
             inside = ((rows[None, :] >= top[:, None]) & (rows[None, :] < top[:, None] + side))[:, :, None] & (
                 (cols[None, :] >= left[:, None]) & (cols[None, :] < left[:, None] + side)
             )[:, None, :]
-            pick = draw(len(live), c, 1, 1)
-            ends = torch.where(pick < 0.5, lower[live], upper[live])
+            ends = corner(draw(len(live), c, 1, 1), lower[live], upper[live])
             candidate = torch.where(inside[:, None], ends, x_adv[live])
             candidate = _finish(x[live], candidate, lower[live], upper[live])
             m_new = true_margin(model(candidate), y[live])
